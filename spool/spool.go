@@ -1,0 +1,57 @@
+// Package spool defines the durable store in which mtakit keeps every
+// accepted message until it is delivered, bounced or expired.
+//
+// A server uses two spools, as KumoMTA does: a "data" spool for message
+// bodies and a "meta" spool for envelopes and scheduling state. Both are
+// key/value stores keyed by [ID]. The contract that makes "nothing lost"
+// possible is on [Spool.Store]: when it returns nil the value is on stable
+// storage and survives a crash of the process or of the machine.
+//
+// Two implementations live here: [Badger], backed by
+// github.com/dgraph-io/badger/v4 and durable, and [Memory], which keeps
+// everything in RAM for tests and for users who accept loss on restart.
+// Users who write their own Spool can check it with package spooltest.
+package spool
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound is returned by Load when no value is stored under the ID.
+var ErrNotFound = errors.New("spool: not found")
+
+// ErrClosed is returned by every method called after Close.
+var ErrClosed = errors.New("spool: closed")
+
+// Spool is a durable key/value store for messages.
+//
+// Implementations must be safe for concurrent use. Values passed to Store and
+// returned by Load and Enumerate are owned by the callee/caller respectively:
+// Store may not retain data after it returns, and callers may modify what Load
+// and Enumerate hand them.
+type Spool interface {
+	// Store writes data under id, replacing any previous value. When Store
+	// returns nil the value is durable: it survives a process crash and a
+	// power loss. On error nothing (or the previous value) is stored.
+	Store(ctx context.Context, id ID, data []byte) error
+
+	// Load returns the value stored under id, or an error wrapping
+	// ErrNotFound.
+	Load(ctx context.Context, id ID) ([]byte, error)
+
+	// Remove deletes the value stored under id. Removing an absent ID is
+	// not an error. Removal need not be durable before Remove returns: a
+	// removal lost in a crash means a message is retried, never lost.
+	Remove(ctx context.Context, id ID) error
+
+	// Enumerate calls fn for every stored value, in ascending ID order
+	// (which is creation order, see ID). It is used at start-up to recover
+	// the queues. If fn returns an error, enumeration stops and Enumerate
+	// returns that error.
+	Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error
+
+	// Close flushes and releases the store. Further calls fail with
+	// ErrClosed.
+	Close() error
+}
