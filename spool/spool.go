@@ -29,11 +29,16 @@ var ErrClosed = errors.New("spool: closed")
 // Implementations must be safe for concurrent use. Values passed to Store and
 // returned by Load and Enumerate are owned by the callee/caller respectively:
 // Store may not retain data after it returns, and callers may modify what Load
-// and Enumerate hand them.
+// and Enumerate hand them. A call whose ctx is already done fails with an
+// error wrapping ctx.Err() and changes nothing. Package spooltest checks all
+// of this.
 type Spool interface {
 	// Store writes data under id, replacing any previous value. When Store
 	// returns nil the value is durable: it survives a process crash and a
-	// power loss. On error nothing (or the previous value) is stored.
+	// power loss. On error the message must be treated as not accepted;
+	// whether data reached storage is unknown if the failure came late
+	// (say, a failed fsync after the write), so a caller that must not
+	// deliver it later should Remove id.
 	Store(ctx context.Context, id ID, data []byte) error
 
 	// Load returns the value stored under id, or an error wrapping
@@ -48,10 +53,12 @@ type Spool interface {
 	// Enumerate calls fn for every stored value, in ascending ID order
 	// (which is creation order, see ID). It is used at start-up to recover
 	// the queues. If fn returns an error, enumeration stops and Enumerate
-	// returns that error.
+	// returns that error. fn may call the Spool's other methods, for
+	// example to remove expired messages during recovery.
 	Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error
 
-	// Close flushes and releases the store. Further calls fail with
-	// ErrClosed.
+	// Close waits for calls in progress, flushes and releases the store.
+	// Further calls fail with ErrClosed (a second Close may return nil
+	// instead).
 	Close() error
 }

@@ -1,0 +1,318 @@
+// Package listener receives mail over ESMTP.
+//
+// A [Listener] speaks ESMTP on one address with PIPELINING, 8BITMIME,
+// SMTPUTF8, SIZE, CHUNKING, ENHANCEDSTATUSCODES and optional STARTTLS (it
+// is built on github.com/emersion/go-smtp). It decides per recipient
+// whether relaying is allowed, the way KumoMTA does:
+//
+//   - the client's address is in [Config.RelayHosts] (default: loopback), or
+//   - the sender's domain has a [ListenerDomain] whose RelayFrom holds the
+//     client's address, or
+//   - the recipient's domain has a ListenerDomain with RelayTo set, or it
+//     accepts out-of-band bounces (LogOOB) or feedback reports (LogARF).
+//
+// Anything else is refused with "550 5.7.1 relaying not permitted".
+//
+// The message data is checked before it is handed on: a bare CR or LF
+// (the raw material of SMTP smuggling) or a line longer than
+// [Config.LineLengthLimit] is refused with a 552 5.6.0 reply, so no peer
+// can ever split the accepted bytes into messages differently than we do.
+//
+// Accepted transactions go to a [Handler], which stores the message and
+// returns its IDs; only then does the client get its 250 reply. The
+// listener holds no message state of its own.
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/google/uuid"
+)
+
+// Handler accepts the messages a Listener receives.
+type Handler interface {
+	// HandleMessage stores msg durably and returns the IDs it was given
+	// (one per spooled message). A returned *smtp.SMTPError is sent to the
+	// client as is; any other error becomes "451 4.3.0" and is logged.
+	// msg.Data is only valid until HandleMessage returns.
+	HandleMessage(ctx context.Context, msg *Message) ([]string, error)
+}
+
+// RejectionLogger is implemented by Handlers that want to log the
+// rejections the listener answers on its own (relay refused, malformed
+// data, ...), as KumoMTA's Rejection records.
+type RejectionLogger interface {
+	LogRejection(info *SessionInfo, sender string, recipients []string, resp *smtp.SMTPError)
+}
+
+// SessionInfo describes the SMTP session a message arrived on.
+type SessionInfo struct {
+	// ID identifies the session in logs (a random UUID).
+	ID string
+	// ListenerAddr is the configured listen address ("IP:PORT"), which is
+	// what listener-specific listener domains are keyed by.
+	ListenerAddr string
+	LocalAddr    netip.AddrPort
+	PeerAddr     netip.AddrPort
+	// EHLO is the name the client gave in HELO/EHLO.
+	EHLO string
+	// Hostname is our own name, as announced.
+	Hostname string
+	// TLS is non-nil when the session is encrypted.
+	TLS *tls.ConnectionState
+}
+
+// Recipient is one accepted RCPT TO.
+type Recipient struct {
+	Address string
+	// Domain is the lower-case domain part of Address.
+	Domain string
+	// ListenerDomain is the entry found for Domain, or nil.
+	ListenerDomain *ListenerDomain
+}
+
+// Message is one accepted SMTP transaction.
+type Message struct {
+	// Sender is the envelope sender; "" is the null reverse-path.
+	Sender     string
+	Recipients []Recipient
+	// Data is the message as received, CRLF line endings, dot-unstuffed.
+	Data []byte
+	// SMTPUTF8 and EightBitMIME record the MAIL FROM parameters.
+	SMTPUTF8     bool
+	EightBitMIME bool
+	Session      *SessionInfo
+
+	TraceHeaders  TraceHeaders
+	BatchHandling BatchHandling
+}
+
+// Listener is an ESMTP server on one address.
+type Listener struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	srv     *smtp.Server
+	ln      net.Listener
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+}
+
+// Listen validates cfg, binds its address and returns a Listener ready to
+// Serve. Binding here, not in Serve, makes a busy port an immediate error.
+func Listen(cfg Config, h Handler, log *slog.Logger) (*Listener, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("listener: nil Handler")
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listener: listen on %s: %w", cfg.Addr, err)
+	}
+	return NewWithListener(cfg, h, log, ln)
+}
+
+// NewWithListener is Listen on an existing net.Listener (for example one
+// inherited from systemd, or bound to port 0 by a test). cfg.Addr is only
+// used for naming; it defaults to ln's address.
+func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (*Listener, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = ln.Addr().String()
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	l := &Listener{
+		cfg:      cfg,
+		handler:  h,
+		log:      log.With("listener", cfg.Addr),
+		sessions: make(map[*session]struct{}),
+	}
+	s := smtp.NewServer(smtp.BackendFunc(l.newSession))
+	s.Domain = cfg.Hostname
+	s.MaxMessageBytes = cfg.MaxMessageSize
+	s.MaxRecipients = cfg.MaxRecipients
+	s.ReadTimeout = cfg.ClientTimeout
+	s.WriteTimeout = cfg.ClientTimeout
+	s.EnableSMTPUTF8 = true
+	s.TLSConfig = cfg.TLS
+	s.ErrorLog = slogPrinter{l.log}
+	l.srv = s
+	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname}
+	return l, nil
+}
+
+// Addr returns the address the listener is bound to.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Serve accepts connections until Shutdown or Close. It returns nil after
+// a Shutdown or Close, and the accept error otherwise.
+func (l *Listener) Serve() error {
+	if l.draining.Load() {
+		return nil
+	}
+	err := l.srv.Serve(l.ln)
+	if errors.Is(err, smtp.ErrServerClosed) || l.draining.Load() {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections, closes idle sessions with a 421
+// reply, lets transactions in progress finish (closing each session after
+// its reply), and waits for every session to end or ctx to expire, when it
+// closes the remaining connections and returns ctx's error.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	l.draining.Store(true)
+	// Close the socket ourselves too: go-smtp only closes listeners that
+	// Serve has registered, and Serve may not have started yet.
+	l.ln.Close()
+	done := make(chan error, 1)
+	go func() { done <- l.srv.Shutdown(context.Background()) }()
+
+	l.mu.Lock()
+	for s := range l.sessions {
+		s.closeIfIdle()
+	}
+	l.mu.Unlock()
+
+	select {
+	case err := <-done:
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, smtp.ErrServerClosed) {
+			err = nil
+		}
+		return err
+	case <-ctx.Done():
+		l.srv.Close()
+		<-done
+		return fmt.Errorf("listener %s: shutdown: %w", l.cfg.Addr, ctx.Err())
+	}
+}
+
+// Close closes the listener and every connection immediately.
+func (l *Listener) Close() error {
+	l.draining.Store(true)
+	l.ln.Close()
+	err := l.srv.Close()
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (l *Listener) newSession(c *smtp.Conn) (smtp.Session, error) {
+	info := &SessionInfo{
+		ID:           uuid.NewString(),
+		ListenerAddr: l.cfg.Addr,
+		LocalAddr:    addrPort(c.Conn().LocalAddr()),
+		PeerAddr:     addrPort(c.Conn().RemoteAddr()),
+		EHLO:         c.Hostname(),
+		Hostname:     l.cfg.Hostname,
+	}
+	peer := info.PeerAddr.Addr().Unmap()
+	s := &session{
+		l:         l,
+		conn:      c,
+		info:      info,
+		peer:      peer,
+		relayHost: prefixesContain(l.cfg.RelayHosts, peer),
+	}
+	l.mu.Lock()
+	if l.draining.Load() {
+		l.mu.Unlock()
+		return nil, errShuttingDown
+	}
+	l.sessions[s] = struct{}{}
+	l.mu.Unlock()
+	return s, nil
+}
+
+func (l *Listener) forget(s *session) {
+	l.mu.Lock()
+	delete(l.sessions, s)
+	l.mu.Unlock()
+}
+
+var errShuttingDown = &smtp.SMTPError{
+	Code:         421,
+	EnhancedCode: smtp.EnhancedCode{4, 3, 2},
+	Message:      "service shutting down, try again later",
+}
+
+var errRelayDenied = &smtp.SMTPError{
+	Code:         550,
+	EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+	Message:      "relaying not permitted",
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// slogPrinter adapts slog to go-smtp's Logger.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) {
+	p.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (p slogPrinter) Println(v ...any) { p.log.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
+
+// limitListener refuses connections beyond max with KumoMTA's 421 reply.
+type limitListener struct {
+	net.Listener
+	max      int64
+	hostname string
+	n        atomic.Int64
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.n.Add(1) > l.max {
+			l.n.Add(-1)
+			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(c, "421 4.3.2 %s too many concurrent sessions. Try later\r\n", l.hostname)
+			c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, n: &l.n}, nil
+	}
+}
+
+type countedConn struct {
+	net.Conn
+	n    *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.n.Add(-1) })
+	return c.Conn.Close()
+}

@@ -1,0 +1,179 @@
+package mta
+
+import (
+	"bytes"
+	"strings"
+	"time"
+
+	"github.com/mtakit/mtakit/spool"
+)
+
+// Meta keys the server sets or reads, named as KumoMTA names them.
+const (
+	MetaQueue             = "queue"
+	MetaTenant            = "tenant"
+	MetaCampaign          = "campaign"
+	MetaRoutingDomain     = "routing_domain"
+	MetaReceptionProtocol = "reception_protocol"
+	MetaReceivedVia       = "received_via"
+	MetaReceivedFrom      = "received_from"
+	MetaHostname          = "hostname"
+	MetaEHLODomain        = "ehlo_domain"
+	MetaTLSCipher         = "tls_cipher"
+	MetaTLSVersion        = "tls_protocol_version"
+	MetaLogOOB            = "log_oob"
+	MetaLogARF            = "log_arf"
+)
+
+// Message is a message being received, as the policy hooks see it: its
+// envelope, metadata and content. It is not safe for concurrent use.
+type Message struct {
+	id         spool.ID
+	sender     string
+	recipients []string
+	meta       map[string]any
+	data       []byte
+}
+
+// ID returns the spool ID assigned to the message.
+func (m *Message) ID() spool.ID { return m.id }
+
+// Created returns the reception time, which is encoded in the ID.
+func (m *Message) Created() time.Time { return m.id.Time() }
+
+// Sender returns the envelope sender ("" for the null reverse-path).
+func (m *Message) Sender() string { return m.sender }
+
+// Recipients returns the envelope recipients of this message.
+func (m *Message) Recipients() []string { return m.recipients }
+
+// Meta returns the metadata value for key, or nil.
+func (m *Message) Meta(key string) any { return m.meta[key] }
+
+// MetaString returns the metadata value for key if it is a string.
+func (m *Message) MetaString(key string) string {
+	s, _ := m.meta[key].(string)
+	return s
+}
+
+// SetMeta sets a metadata value. Values must be JSON-encodable; user keys
+// should not collide with the names above (KumoMTA suggests an "x_" prefix).
+func (m *Message) SetMeta(key string, value any) {
+	if value == nil {
+		delete(m.meta, key)
+		return
+	}
+	m.meta[key] = value
+}
+
+// Data returns the complete message, header and body, CRLF line endings.
+func (m *Message) Data() []byte { return m.data }
+
+// SetData replaces the message content.
+func (m *Message) SetData(data []byte) { m.data = data }
+
+// PrependHeader adds a header field at the top of the message. value may
+// contain folded lines ("\r\n\t...").
+func (m *Message) PrependHeader(name, value string) {
+	m.PrependRaw([]byte(name + ": " + value + "\r\n"))
+}
+
+// PrependRaw adds raw, CRLF-terminated header fields at the top of the
+// message (for example DKIM-Signature fields from a dkim.Signer).
+func (m *Message) PrependRaw(fields []byte) {
+	out := make([]byte, 0, len(fields)+len(m.data))
+	out = append(out, fields...)
+	m.data = append(out, m.data...)
+}
+
+// Header returns the unfolded value of the first header field called name
+// (case-insensitive), and whether there was one.
+func (m *Message) Header(name string) (string, bool) {
+	return headerValue(m.data, name)
+}
+
+// QueueName returns the scheduled queue the message belongs to: the
+// "queue" meta value if set, otherwise KumoMTA's
+// campaign:tenant@domain!routing_domain form built from the meta values and
+// the first recipient's domain.
+func (m *Message) QueueName() string {
+	if q := m.MetaString(MetaQueue); q != "" {
+		return q
+	}
+	domain := ""
+	if len(m.recipients) > 0 {
+		domain = recipientDomain(m.recipients[0])
+	}
+	return QueueName(m.MetaString(MetaCampaign), m.MetaString(MetaTenant), domain, m.MetaString(MetaRoutingDomain))
+}
+
+// QueueName formats a scheduled queue name as KumoMTA does:
+// "campaign:tenant@domain", "campaign:@domain", "tenant@domain" or
+// "domain", with "!routing_domain" appended when set.
+func QueueName(campaign, tenant, domain, routingDomain string) string {
+	var b strings.Builder
+	switch {
+	case campaign != "":
+		b.WriteString(campaign + ":" + tenant + "@")
+	case tenant != "":
+		b.WriteString(tenant + "@")
+	}
+	b.WriteString(strings.ToLower(domain))
+	if routingDomain != "" {
+		b.WriteString("!" + routingDomain)
+	}
+	return b.String()
+}
+
+// ParseQueueName splits a queue name into its parts, the inverse of
+// QueueName.
+func ParseQueueName(name string) (campaign, tenant, domain, routingDomain string) {
+	prefix, rest, ok := strings.Cut(name, "@")
+	if !ok {
+		rest, prefix = name, ""
+	}
+	if c, t, ok := strings.Cut(prefix, ":"); ok {
+		campaign, tenant = c, t
+	} else {
+		tenant = prefix
+	}
+	domain, routingDomain, _ = strings.Cut(rest, "!")
+	return campaign, tenant, domain, routingDomain
+}
+
+func recipientDomain(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}
+
+// headerValue finds the first header field called name in the header block
+// of msg and returns its unfolded value.
+func headerValue(msg []byte, name string) (string, bool) {
+	for len(msg) > 0 {
+		end := bytes.Index(msg, []byte("\r\n"))
+		if end <= 0 { // end of header block or no line ending
+			return "", false
+		}
+		line := msg[:end]
+		msg = msg[end+2:]
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 || !strings.EqualFold(string(bytes.TrimRight(line[:colon], " \t")), name) {
+			continue
+		}
+		value := string(bytes.TrimSpace(line[colon+1:]))
+		// Unfold continuation lines.
+		for len(msg) > 0 && (msg[0] == ' ' || msg[0] == '\t') {
+			end := bytes.Index(msg, []byte("\r\n"))
+			if end < 0 {
+				end = len(msg)
+			}
+			value += " " + string(bytes.TrimSpace(msg[:end]))
+			msg = msg[min(end+2, len(msg)):]
+		}
+		return value, true
+	}
+	return "", false
+}

@@ -1,0 +1,403 @@
+package mta
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/mtakit/mtakit/listener"
+	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/spool"
+)
+
+// Submission is a message handed to Inject: the envelope, the content and
+// the initial metadata.
+type Submission struct {
+	// Sender is the envelope sender; "" is the null reverse-path.
+	Sender string
+	// Recipients each become one message (KumoMTA's BifurcateAlways).
+	Recipients []string
+	// Data is the complete message with CRLF line endings.
+	Data []byte
+	// Meta is copied into every message's metadata.
+	Meta map[string]any
+	// Protocol is logged as reception_protocol; default "Inject".
+	Protocol string
+}
+
+// Inject spools a message as if it had been received, one message per
+// recipient, and returns their IDs once every one is durable. It runs the
+// MessageReceived hook and the Signer like SMTP reception does.
+func (s *Server) Inject(ctx context.Context, sub *Submission) ([]spool.ID, error) {
+	if len(sub.Recipients) == 0 {
+		return nil, errors.New("mta: inject: no recipients")
+	}
+	proto := sub.Protocol
+	if proto == "" {
+		proto = "Inject"
+	}
+	r := &reception{
+		sender:   sub.Sender,
+		data:     sub.Data,
+		protocol: proto,
+		meta:     map[string]any{MetaReceptionProtocol: proto},
+	}
+	for k, v := range sub.Meta {
+		r.meta[k] = v
+	}
+	for _, rcpt := range sub.Recipients {
+		r.batches = append(r.batches, []string{rcpt})
+	}
+	return s.receive(ctx, r)
+}
+
+// reception is one accepted transaction on its way into the spool.
+type reception struct {
+	sender   string
+	batches  [][]string // recipients of each message to create
+	data     []byte
+	meta     map[string]any // copied into each message's meta
+	protocol string
+	session  *listener.SessionInfo // nil for Inject
+	trace    listener.TraceHeaders
+	received bool // add a Received header
+}
+
+// smtpHandler connects listeners to the server.
+type smtpHandler struct{ s *Server }
+
+func (h smtpHandler) HandleMessage(ctx context.Context, lm *listener.Message) ([]string, error) {
+	info := lm.Session
+	proto := "ESMTP"
+	r := &reception{
+		sender:   lm.Sender,
+		data:     lm.Data,
+		protocol: proto,
+		session:  info,
+		trace:    lm.TraceHeaders,
+		received: !lm.TraceHeaders.DisableReceived,
+		meta: map[string]any{
+			MetaReceptionProtocol: proto,
+			MetaReceivedVia:       info.LocalAddr.String(),
+			MetaReceivedFrom:      info.PeerAddr.String(),
+			MetaHostname:          info.Hostname,
+			MetaEHLODomain:        info.EHLO,
+		},
+	}
+	if info.TLS != nil {
+		r.meta[MetaTLSCipher] = tls.CipherSuiteName(info.TLS.CipherSuite)
+		r.meta[MetaTLSVersion] = tls.VersionName(info.TLS.Version)
+	}
+	// Recipients of OOB / ARF listener domains are marked so the report
+	// handling can find them; the disposition is per domain.
+	for _, rc := range lm.Recipients {
+		if d := rc.ListenerDomain; d != nil {
+			if d.LogOOB.Enabled() {
+				r.meta[MetaLogOOB] = string(d.LogOOB)
+			}
+			if d.LogARF.Enabled() {
+				r.meta[MetaLogARF] = string(d.LogARF)
+			}
+		}
+	}
+	r.batches = batchRecipients(lm.Recipients, lm.BatchHandling)
+	ids, err := h.s.receive(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.String()
+	}
+	return out, nil
+}
+
+func (h smtpHandler) LogRejection(info *listener.SessionInfo, sender string, rcpts []string, resp *smtp.SMTPError) {
+	now := time.Now()
+	rec := &logs.Record{
+		Type:                 logs.Rejection,
+		Sender:               sender,
+		Recipient:            rcpts,
+		Response:             logResponse(resp.Code, resp.EnhancedCode, resp.Message),
+		PeerAddress:          &logs.PeerAddress{Name: info.EHLO, Addr: info.PeerAddr.Addr().String()},
+		BounceClassification: "Uncategorized",
+		ReceptionProtocol:    ptr("ESMTP"),
+		NodeID:               h.s.nodeID,
+		SessionID:            info.ID,
+		Meta:                 map[string]any{},
+		Headers:              map[string]any{},
+	}
+	rec.SetTimes(now, now)
+	if err := h.s.sink.Log(rec); err != nil {
+		h.s.log.Error("log rejection", "err", err)
+	}
+}
+
+// batchRecipients groups recipients into messages: one per recipient, or
+// one per domain with BatchByDomain.
+func batchRecipients(rcpts []listener.Recipient, mode listener.BatchHandling) [][]string {
+	var out [][]string
+	if mode != listener.BatchByDomain {
+		for _, r := range rcpts {
+			out = append(out, []string{r.Address})
+		}
+		return out
+	}
+	index := map[string]int{}
+	for _, r := range rcpts {
+		i, ok := index[r.Domain]
+		if !ok {
+			i = len(out)
+			index[r.Domain] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], r.Address)
+	}
+	return out
+}
+
+// receive turns a reception into spooled, queued, logged messages. It
+// returns only when every message is durable, or an error after removing
+// whatever it stored, so a failure leaves nothing half-written.
+func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) {
+	msgs := make([]*Message, len(r.batches))
+	for i, rcpts := range r.batches {
+		m, err := s.prepare(ctx, r, rcpts)
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = m
+	}
+
+	metas := make([]*storedMeta, len(msgs))
+	errs := make([]error, len(msgs))
+	var wg sync.WaitGroup
+	for i, m := range msgs {
+		metas[i] = &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta}
+		wg.Go(func() { errs[i] = s.store(ctx, m, metas[i]) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, m := range msgs {
+			s.unstore(m.id)
+		}
+		s.log.Error("spool write failed; transaction refused", "err", err)
+		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
+	}
+
+	ids := make([]spool.ID, len(msgs))
+	now := time.Now()
+	for i, m := range msgs {
+		ids[i] = m.id
+		qm := &queuedMessage{id: m.id, queue: m.QueueName(), meta: metas[i]}
+		s.queues.insert(qm)
+		s.logReception(r, m, qm.queue, now)
+	}
+	return ids, nil
+}
+
+// prepare builds one message: ID, trace headers, policy hook, signature.
+func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Message, error) {
+	m := &Message{
+		id:         spool.NewID(),
+		sender:     r.sender,
+		recipients: rcpts,
+		meta:       make(map[string]any, len(r.meta)+4),
+		data:       r.data,
+	}
+	for k, v := range r.meta {
+		m.meta[k] = v
+	}
+	if r.received {
+		m.PrependRaw(receivedHeader(r, m))
+	}
+	if hook := s.opts.Policy.MessageReceived; hook != nil {
+		if err := hook(ctx, m); err != nil {
+			return nil, policyError(err)
+		}
+	}
+	if s.opts.Signer != nil {
+		sig, err := s.opts.Signer.Sign(m.data)
+		if err != nil {
+			return nil, policyError(fmt.Errorf("mta: dkim sign %s: %w", m.id, err))
+		}
+		m.PrependRaw(sig)
+	}
+	if r.session != nil && !r.trace.DisableSupplemental {
+		m.PrependHeader(r.trace.HeaderName, supplementalHeader(m, r.trace.IncludeMetaNames))
+	}
+	return m, nil
+}
+
+// store writes data and meta concurrently, halving the time to durability.
+// A crash between the two leaves meta without data or data without meta;
+// neither was acknowledged, and recovery discards the former.
+func (s *Server) store(ctx context.Context, m *Message, meta *storedMeta) error {
+	b, err := encodeMeta(meta)
+	if err != nil {
+		return fmt.Errorf("mta: encode meta %s: %w", m.id, err)
+	}
+	var dataErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { dataErr = s.opts.DataSpool.Store(ctx, m.id, m.data) })
+	metaErr := s.opts.MetaSpool.Store(ctx, m.id, b)
+	wg.Wait()
+	return errors.Join(dataErr, metaErr)
+}
+
+// unstore removes a partially stored message. A removal that fails leaves
+// an unacknowledged orphan, which recovery handles.
+func (s *Server) unstore(id spool.ID) {
+	ctx := context.Background()
+	if err := s.opts.MetaSpool.Remove(ctx, id); err != nil {
+		s.log.Warn("remove meta after failed store", "id", id, "err", err)
+	}
+	if err := s.opts.DataSpool.Remove(ctx, id); err != nil {
+		s.log.Warn("remove data after failed store", "id", id, "err", err)
+	}
+}
+
+func (s *Server) logReception(r *reception, m *Message, queue string, now time.Time) {
+	rec := &logs.Record{
+		Type:                 logs.Reception,
+		ID:                   m.id.String(),
+		Sender:               m.sender,
+		Recipient:            m.recipients,
+		Queue:                queue,
+		Size:                 int64(len(m.data)),
+		Response:             logResponse(250, smtp.EnhancedCode{2, 0, 0}, "OK ids="+m.id.String()),
+		NumAttempts:          0,
+		BounceClassification: "Uncategorized",
+		ReceptionProtocol:    ptr(r.protocol),
+		NodeID:               s.nodeID,
+		Meta:                 s.recordMeta(m),
+		Headers:              s.recordHeaders(m),
+	}
+	if r.session != nil {
+		rec.PeerAddress = &logs.PeerAddress{Name: r.session.EHLO, Addr: r.session.PeerAddr.Addr().String()}
+		rec.SessionID = r.session.ID
+		if t := r.session.TLS; t != nil {
+			rec.TLSCipher = tls.CipherSuiteName(t.CipherSuite)
+			rec.TLSProtocolVersion = tls.VersionName(t.Version)
+		}
+	}
+	rec.SetTimes(now, m.Created())
+	if err := s.sink.Log(rec); err != nil {
+		s.log.Error("log reception", "id", m.id, "err", err)
+	}
+}
+
+func (s *Server) recordMeta(m *Message) map[string]any {
+	out := make(map[string]any, len(s.opts.LogMeta))
+	for _, k := range s.opts.LogMeta {
+		if v, ok := m.meta[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func (s *Server) recordHeaders(m *Message) map[string]any {
+	out := make(map[string]any, len(s.opts.LogHeaders))
+	for _, name := range s.opts.LogHeaders {
+		if v, ok := m.Header(name); ok {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+func logResponse(code int, enh smtp.EnhancedCode, text string) logs.Response {
+	resp := logs.Response{Code: code, Content: text}
+	if enh != (smtp.EnhancedCode{}) && enh != smtp.NoEnhancedCode {
+		resp.EnhancedCode = &logs.EnhancedCode{Class: enh[0], Subject: enh[1], Detail: enh[2]}
+	}
+	return resp
+}
+
+// receivedHeader builds the RFC 5321 trace field for a message.
+func receivedHeader(r *reception, m *Message) []byte {
+	var b strings.Builder
+	b.WriteString("Received: from ")
+	if si := r.session; si != nil {
+		b.WriteString(si.EHLO + " (" + si.EHLO + " [" + si.PeerAddr.Addr().String() + "])\r\n\tby " + si.Hostname)
+	} else {
+		b.WriteString("localhost\r\n\tby localhost")
+	}
+	with := r.protocol
+	if r.session != nil && r.session.TLS != nil {
+		with += "S"
+	}
+	b.WriteString(" (mtakit) with " + with + " id " + m.id.String())
+	if len(m.recipients) == 1 {
+		b.WriteString("\r\n\tfor <" + m.recipients[0] + ">")
+	}
+	b.WriteString(";\r\n\t" + m.Created().Format(time.RFC1123Z) + "\r\n")
+	return []byte(b.String())
+}
+
+// supplementalHeader builds KumoMTA's X-KumoRef value: base64 of a JSON
+// object holding a marker, the recipient and the chosen meta values.
+func supplementalHeader(m *Message, metaNames []string) string {
+	obj := map[string]any{"_@_": `\_/`}
+	if len(m.recipients) > 0 {
+		obj["recipient"] = m.recipients[0]
+	}
+	for _, k := range metaNames {
+		if v, ok := m.meta[k]; ok {
+			obj[k] = v
+		}
+	}
+	b, _ := json.Marshal(obj) // values came from JSON-safe meta
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// Reject returns an error that makes the server answer with code and text,
+// like KumoMTA's kumo.reject. An enhanced status code at the start of text
+// ("5.7.1 go away") is used as such.
+func Reject(code int, text string) error {
+	e := &smtp.SMTPError{Code: code, Message: text}
+	if first, rest, ok := strings.Cut(text, " "); ok {
+		if enh, ok := parseEnhanced(first); ok {
+			e.EnhancedCode, e.Message = enh, rest
+		}
+	}
+	return e
+}
+
+func parseEnhanced(s string) (smtp.EnhancedCode, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return smtp.EnhancedCode{}, false
+	}
+	var out smtp.EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 {
+			return smtp.EnhancedCode{}, false
+		}
+		out[i] = n
+	}
+	return out, out[0] >= 2 && out[0] <= 5
+}
+
+// policyError keeps an SMTP reply from a hook (as Reject makes) and turns
+// anything else into a temporary failure, so that a bug in a policy never
+// loses mail: the client retries.
+func policyError(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se
+	}
+	return fmt.Errorf("mta: policy: %w", err)
+}
+
+func ptr[T any](v T) *T { return &v }

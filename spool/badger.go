@@ -1,0 +1,476 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// BadgerOptions configures [OpenBadger]. The zero value is a good default.
+type BadgerOptions struct {
+	// Logger receives badger's warnings and errors and the spool's own
+	// messages. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// VerboseLog also forwards badger's info and debug messages, which are
+	// dropped by default because badger is chatty at those levels.
+	VerboseLog bool
+
+	// ValueThreshold is the size from which a value is kept in badger's
+	// value log rather than inline in the LSM tree; at most 1 MiB. Zero
+	// means 64 KiB: typical messages and all metadata stay in the LSM, where
+	// a Remove is reclaimed by compaction alone, while large bodies are
+	// written once to the value log instead of being rewritten by every
+	// compaction and filling memtables.
+	ValueThreshold int64
+
+	// ValueLogGCInterval is how often value-log garbage collection runs to
+	// reclaim the space of removed large values. Zero means 5 minutes; a
+	// negative value disables it.
+	ValueLogGCInterval time.Duration
+}
+
+const (
+	defaultValueThreshold     = 64 << 10
+	defaultValueLogGCInterval = 5 * time.Minute
+
+	// gcDiscardRatio: rewrite a value-log file once half of it is garbage.
+	// A spool is a queue, so old files become almost entirely garbage and
+	// rewriting them is cheap.
+	gcDiscardRatio = 0.5
+	// gcMaxRewrites bounds one GC round so Close is never kept waiting long.
+	gcMaxRewrites = 16
+
+	// maxGroupOps and maxGroupBytes cap how many writes share one commit.
+	// The byte cap keeps one commit's value-log write far below badger's
+	// 4 GiB per-file limit even when many 20 MB bodies arrive at once.
+	maxGroupOps   = 256
+	maxGroupBytes = 64 << 20
+
+	// valueLogFileSize is smaller than badger's 1 GiB default because disk
+	// is freed a whole value-log file at a time, so smaller files let GC
+	// return space sooner. It is also the largest value Store accepts.
+	valueLogFileSize = 256 << 20
+
+	// Enumerate reads values in chunks of at most this many entries or
+	// bytes (but at least one entry), so fn runs outside any badger
+	// transaction and memory stays bounded with 20 MB bodies.
+	enumChunkEntries = 128
+	enumChunkBytes   = 16 << 20
+)
+
+// keyPrefix namespaces spool entries so the database can hold other
+// records (a format version, say) later without disturbing Enumerate.
+var keyPrefix = []byte("msg/")
+
+func badgerKey(id ID) []byte {
+	k := make([]byte, 0, len(keyPrefix)+len(id))
+	return append(append(k, keyPrefix...), id[:]...)
+}
+
+// Badger is a durable [Spool] backed by github.com/dgraph-io/badger/v4.
+//
+// # Durability
+//
+// Badger runs with SyncWrites, so every commit msyncs its value-log file
+// and its memtable write-ahead log before returning, and the old files are
+// synced when either rotates. Badger's own writer merges concurrent commits
+// into one write but still syncs the WAL once per commit, so concurrent
+// one-transaction-per-Store writers barely scale. Badger therefore adds its
+// own group commit: writes that arrive while a commit is in flight are merged
+// into the next transaction and share its syncs.
+//
+// The alternative, SyncWrites off plus a shared db.Sync after each group, is
+// not truly durable: db.Sync syncs only the current WAL and value-log file,
+// so a write that landed in a file rotated out before the sync could be
+// acknowledged without being on disk. It was not faster either. Measured
+// with 2 KiB values on a 2-core VM with ext4 (msgs/s for 1 / 10 / 50
+// writers): SyncWrites + group commit 2.5k / 13.6k / 47k; db.Sync + group
+// commit 2.7k / 8.7k / 38k; SyncWrites with a transaction per Store
+// 3.1k / 4.5k / 3.8k.
+//
+// Process death after Store returns never loses the value; power loss does
+// not either, provided the disk honours flushes.
+//
+// # Layout
+//
+// Keys are "msg/" followed by the 16 ID bytes, so badger's key order is ID
+// order. Values smaller than [BadgerOptions.ValueThreshold] live in the LSM
+// tree, larger ones in the value log, which a background goroutine garbage
+// collects. Values may be up to 256 MiB.
+type Badger struct {
+	db   *badger.DB
+	dir  string
+	log  *slog.Logger
+	blog *badgerLogger
+
+	writes chan *writeOp
+	stop   chan struct{}
+	bg     sync.WaitGroup // commit loop and GC loop
+
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+var _ Spool = (*Badger)(nil)
+
+// writeOp is one Store or Remove waiting for the commit loop.
+type writeOp struct {
+	key   []byte
+	value []byte // nil with del
+	del   bool
+	done  chan error
+}
+
+// OpenBadger opens (creating if needed) a badger spool in dir. Only one
+// process may have a directory open at a time; badger holds a lock file.
+func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
+	if dir == "" {
+		return nil, errors.New("spool: open badger: empty directory path")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	switch {
+	case opts.ValueThreshold == 0:
+		opts.ValueThreshold = defaultValueThreshold
+	case opts.ValueThreshold < 0:
+		return nil, fmt.Errorf("spool: open badger at %s: negative ValueThreshold %d", dir, opts.ValueThreshold)
+	}
+	if opts.ValueLogGCInterval == 0 {
+		opts.ValueLogGCInterval = defaultValueLogGCInterval
+	}
+	// Badger would create the directory too, but its error for a path under
+	// a regular file or without permission is less direct than MkdirAll's.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: open badger at %s: %w", dir, err)
+	}
+
+	log := opts.Logger.With("component", "spool", "dir", dir)
+	blog := &badgerLogger{l: log.With("lib", "badger"), verbose: opts.VerboseLog}
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(blog).
+		WithValueThreshold(opts.ValueThreshold).
+		// Spool writes never read before writing, so there is nothing
+		// for conflict detection to find.
+		WithDetectConflicts(false).
+		// Metrics go to process-global expvars; mtakit exports its own.
+		WithMetricsEnabled(false).
+		// Each message is read about once, so a large block cache (256 MiB
+		// by default, per spool) buys little.
+		WithBlockCacheSize(32 << 20).
+		WithValueLogFileSize(valueLogFileSize)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open badger at %s: %w", dir, err)
+	}
+
+	b := &Badger{
+		db:     db,
+		dir:    dir,
+		log:    log,
+		blog:   blog,
+		writes: make(chan *writeOp, maxGroupOps),
+		stop:   make(chan struct{}),
+	}
+	b.bg.Add(1)
+	go b.commitLoop()
+	if opts.ValueLogGCInterval > 0 {
+		b.bg.Add(1)
+		go b.gcLoop(opts.ValueLogGCInterval)
+	}
+	return b, nil
+}
+
+// enter registers an in-flight call; it reports false once Close has
+// begun. Unlike an RWMutex held for the call's duration it lets fn passed
+// to Enumerate call Store while Close waits.
+func (b *Badger) enter() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.inflight.Add(1)
+	return true
+}
+
+func (b *Badger) leave() { b.inflight.Done() }
+
+// Store implements [Spool.Store]: when it returns nil, data is synced to
+// disk. Badger does not copy data, but Store does not return before the
+// commit is done, so data is not retained. Once the write is queued, ctx
+// is no longer consulted: abandoning it would leave the outcome unknown.
+func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
+	if err := b.write(ctx, &writeOp{key: badgerKey(id), value: data}); err != nil {
+		return fmt.Errorf("spool: store %s: %w", id, err)
+	}
+	return nil
+}
+
+// Remove implements [Spool.Remove]. Removes share commits (and syncs) with
+// concurrent Stores.
+func (b *Badger) Remove(ctx context.Context, id ID) error {
+	if err := b.write(ctx, &writeOp{key: badgerKey(id), del: true}); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	return nil
+}
+
+func (b *Badger) write(ctx context.Context, op *writeOp) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !b.enter() {
+		return ErrClosed
+	}
+	defer b.leave()
+	op.done = make(chan error, 1)
+	select {
+	case b.writes <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-op.done
+}
+
+func (op *writeOp) apply(txn *badger.Txn) error {
+	if op.del {
+		return txn.Delete(op.key)
+	}
+	return txn.Set(op.key, op.value)
+}
+
+// commitLoop is the group commit: it takes the first waiting write, adds
+// every other write already queued, and commits them together. Writes
+// arriving during a commit queue up for the next one, so the number of
+// syncs adapts to load instead of growing with it.
+func (b *Badger) commitLoop() {
+	defer b.bg.Done()
+	group := make([]*writeOp, 0, maxGroupOps)
+	for {
+		var size int
+		select {
+		case op := <-b.writes:
+			group = append(group[:0], op)
+			size = len(op.value)
+		case <-b.stop:
+			return
+		}
+	fill:
+		for len(group) < maxGroupOps && size < maxGroupBytes {
+			select {
+			case op := <-b.writes:
+				group = append(group, op)
+				size += len(op.value)
+			default:
+				break fill
+			}
+		}
+		b.commitGroup(group)
+		clear(group) // drop references to caller buffers
+	}
+}
+
+// commitGroup commits ops in as few transactions as badger's size limit
+// allows and reports each op's outcome on its done channel.
+func (b *Badger) commitGroup(ops []*writeOp) {
+	for len(ops) > 0 {
+		txn := b.db.NewTransaction(true)
+		var inTxn []*writeOp
+		for len(ops) > 0 {
+			op := ops[0]
+			err := op.apply(txn)
+			if errors.Is(err, badger.ErrTxnTooBig) && len(inTxn) > 0 {
+				break // commit what we have, retry op in a fresh txn
+			}
+			ops = ops[1:]
+			if err != nil {
+				// Only this op is bad (a value over the value-log file
+				// size, say); the transaction is unaffected.
+				op.done <- err
+				continue
+			}
+			inTxn = append(inTxn, op)
+		}
+		err := b.commit(txn)
+		for _, op := range inTxn {
+			op.done <- err
+		}
+	}
+}
+
+func (b *Badger) commit(txn *badger.Txn) error {
+	defer txn.Discard()
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	// Sticky: after a failed sync the kernel may have dropped the dirty
+	// pages, so nothing written since can be trusted to be on disk either.
+	if msg := b.blog.syncFailure.Load(); msg != nil {
+		return fmt.Errorf("value log sync failed, refusing writes until restart: %s", *msg)
+	}
+	return nil
+}
+
+// Load implements [Spool.Load]. The returned slice is the caller's.
+func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("spool: load %s: %w", id, err)
+	}
+	if !b.enter() {
+		return nil, fmt.Errorf("spool: load %s: %w", id, ErrClosed)
+	}
+	defer b.leave()
+	var v []byte
+	err := b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(badgerKey(id))
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: load %s: %w", id, err)
+	}
+	if v == nil {
+		v = []byte{} // an empty value is stored, not absent
+	}
+	return v, nil
+}
+
+// Enumerate implements [Spool.Enumerate]. It reads in chunks, each from its
+// own read transaction, and calls fn between chunks' transactions, so fn may
+// call Store and Remove and take its time without pinning old versions.
+// Consequently it is not a snapshot: a value stored during enumeration with
+// an ID beyond the current position is visited.
+func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error {
+	if !b.enter() {
+		return fmt.Errorf("spool: enumerate: %w", ErrClosed)
+	}
+	defer b.leave()
+	type entry struct {
+		id   ID
+		data []byte
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("spool: enumerate: %w", err)
+	}
+	seek := keyPrefix
+	for {
+		var chunk []entry
+		err := b.db.View(func(txn *badger.Txn) error {
+			iopts := badger.DefaultIteratorOptions
+			iopts.Prefix = keyPrefix
+			iopts.PrefetchValues = false // values are copied one by one below
+			it := txn.NewIterator(iopts)
+			defer it.Close()
+			size := 0
+			for it.Seek(seek); it.ValidForPrefix(keyPrefix); it.Next() {
+				if len(chunk) >= enumChunkEntries || (len(chunk) > 0 && size >= enumChunkBytes) {
+					break
+				}
+				item := it.Item()
+				k := item.Key()
+				var e entry
+				if len(k) != len(keyPrefix)+len(e.id) {
+					return fmt.Errorf("malformed key %q", k)
+				}
+				copy(e.id[:], k[len(keyPrefix):])
+				v, err := item.ValueCopy(nil)
+				if err != nil {
+					return fmt.Errorf("read %s: %w", e.id, err)
+				}
+				if v == nil {
+					v = []byte{}
+				}
+				e.data = v
+				chunk = append(chunk, e)
+				size += len(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("spool: enumerate: %w", err)
+		}
+		if len(chunk) == 0 {
+			return nil
+		}
+		for _, e := range chunk {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("spool: enumerate: %w", err)
+			}
+			if err := fn(e.id, e.data); err != nil {
+				return err
+			}
+		}
+		// Resume just after the last key: keys have a fixed length, so
+		// appending a zero byte gives the smallest key greater than it.
+		last := chunk[len(chunk)-1].id
+		seek = append(badgerKey(last), 0)
+	}
+}
+
+// gcLoop runs value-log GC every interval until Close.
+func (b *Badger) gcLoop(interval time.Duration) {
+	defer b.bg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		for range gcMaxRewrites {
+			err := b.db.RunValueLogGC(gcDiscardRatio)
+			if err != nil {
+				// ErrNoRewrite: nothing worth rewriting; ErrRejected:
+				// another GC is running. Neither is a problem.
+				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+					b.log.Warn("value log GC failed", "err", err)
+				}
+				break
+			}
+			b.log.Debug("value log GC rewrote a file")
+			select {
+			case <-b.stop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// Close waits for in-flight calls to finish, stops the background
+// goroutines and closes the database. Calls made once Close has begun,
+// including a second Close, fail with ErrClosed.
+func (b *Badger) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.closed = true
+	b.mu.Unlock()
+
+	b.inflight.Wait() // every queued write has been answered
+	close(b.stop)
+	b.bg.Wait()
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("spool: close badger at %s: %w", b.dir, err)
+	}
+	return nil
+}
