@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/mtakit/mtakit/dkim"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/spool"
@@ -396,6 +397,10 @@ func policyError(err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return se
+	}
+	var de *dkim.RejectError
+	if errors.As(err, &de) {
+		return &smtp.SMTPError{Code: de.Code, EnhancedCode: smtp.EnhancedCode(de.EnhancedCode), Message: de.Message}
 	}
 	return fmt.Errorf("mta: policy: %w", err)
 }

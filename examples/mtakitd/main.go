@@ -1,0 +1,222 @@
+// Command mtakitd is mtakit's bundled MTA.
+//
+// With no flags it runs the default policy: ESMTP on 127.0.0.1:2525,
+// relaying for loopback clients, a durable badger spool and
+// KumoMTA-format logs under ./mtakit-data, and a self-signed certificate
+// for STARTTLS generated on first start.
+//
+//	go run ./examples/mtakitd
+//	go run ./examples/mtakitd -listen 127.0.0.1:2525 -data /var/spool/mtakit
+//	go run ./examples/mtakitd dkim-keygen -domain example.com -selector s1
+//
+// SIGINT or SIGTERM shuts it down gracefully: no new connections, running
+// transactions finish, queued mail stays in the spool for the next start.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mtakit/mtakit/dkim"
+	"github.com/mtakit/mtakit/listener"
+	"github.com/mtakit/mtakit/mta"
+	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/spool"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "mtakitd:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the parsed command line.
+type config struct {
+	listen    string
+	http      string
+	dataDir   string
+	smarthost string
+	policy    string
+	hostname  string
+	tlsCert   string
+	tlsKey    string
+	dkimData  string
+	dkimKeys  string
+	logLevel  slog.Level
+	shutdown  time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("mtakitd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:2525", "ESMTP listen `address`")
+	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (reserved: the HTTP API is not built yet)")
+	fs.StringVar(&c.dataDir, "data", "mtakit-data", "`directory` for the spool, logs and generated TLS certificate")
+	fs.StringVar(&c.smarthost, "smarthost", "", "route all outbound mail to `host:port`")
+	fs.StringVar(&c.policy, "policy", "", "KumoMTA-style init.lua `file` (reserved: luapolicy is not built yet)")
+	fs.StringVar(&c.hostname, "hostname", "", "server `name` for greetings and Received headers (default: os.Hostname)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "STARTTLS certificate `file` (default: self-signed, generated under -data)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
+	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
+	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 30*time.Second, "how long to let transactions finish on shutdown")
+	level := fs.String("log-level", "info", "operational log `level`: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	for name, v := range map[string]string{"-listen": c.listen, "-http": c.http} {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return nil, fmt.Errorf("%s %q: want host:port: %w", name, v, err)
+		}
+	}
+	if c.smarthost != "" {
+		if _, port, err := net.SplitHostPort(c.smarthost); err != nil || port == "" {
+			return nil, fmt.Errorf("-smarthost %q: want host:port", c.smarthost)
+		}
+	}
+	if c.policy != "" {
+		return nil, fmt.Errorf("-policy %s: Lua policies are not supported yet; run without -policy for the default policy", c.policy)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("-tls-cert and -tls-key must be given together")
+	}
+	if c.dataDir == "" {
+		return nil, errors.New("-data must not be empty")
+	}
+	return c, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "dkim-keygen" {
+		return runDKIMKeygen(args[1:], stdout)
+	}
+	c, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, addr, err := start(c, log)
+	if err != nil {
+		return err
+	}
+	log.Info("mtakitd ready", "smtp", addr, "data", c.dataDir)
+	<-ctx.Done()
+	stop()
+	log.Info("shutting down", "timeout", c.shutdown)
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdown)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// start opens the spools and logs, builds the server and binds its
+// listener. On error everything opened so far is closed again.
+func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err error) {
+	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("data directory: %w", err)
+	}
+	var closers []io.Closer
+	defer func() {
+		if err != nil {
+			for _, cl := range closers {
+				cl.Close()
+			}
+		}
+	}()
+	dataSpool, err := spool.OpenBadger(filepath.Join(c.dataDir, "spool", "data"), spool.BadgerOptions{Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, dataSpool)
+	metaSpool, err := spool.OpenBadger(filepath.Join(c.dataDir, "spool", "meta"), spool.BadgerOptions{Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, metaSpool)
+	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, logSink)
+
+	tlsCfg, err := tlsConfig(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := mta.Options{
+		Hostname:   c.hostname,
+		DataSpool:  dataSpool,
+		MetaSpool:  metaSpool,
+		Log:        logSink,
+		LogHeaders: []string{"Subject", "Message-ID"},
+		Logger:     log,
+	}
+	if c.dkimData != "" {
+		signer, err := dkim.Load(dkim.LoadOptions{KeyDir: c.dkimKeys}, c.dkimData)
+		if err != nil {
+			return nil, nil, err
+		}
+		// Load reads keys lazily; check them now so a missing key is a
+		// start-up error, not a rejected message.
+		if err := signer.Check(); err != nil {
+			return nil, nil, err
+		}
+		opts.Signer = signer
+	}
+	srv, err = mta.New(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	// From here the server owns the spools and the log.
+	closers = []io.Closer{srv}
+	addr, err = srv.ListenSMTP(listener.Config{Addr: c.listen, TLS: tlsCfg})
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, addr, nil
+}
+
+func tlsConfig(c *config) (*tls.Config, error) {
+	if c.tlsCert != "" {
+		return listener.LoadTLS(c.tlsCert, c.tlsKey)
+	}
+	host := c.hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if host != "" && !strings.EqualFold(host, "localhost") {
+		hosts = append([]string{host}, hosts...)
+	}
+	dir := filepath.Join(c.dataDir, "tls")
+	return listener.EnsureSelfSigned(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), hosts...)
+}
