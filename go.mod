@@ -10,6 +10,7 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/klauspost/compress v1.20.4
 	github.com/miekg/dns v1.1.73
+	golang.org/x/time v0.16.0
 )
 
 require (

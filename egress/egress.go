@@ -2,8 +2,8 @@
 // address and EHLO name to send from, optionally through a proxy), weighted
 // pools of sources, MX resolution and SMTP client delivery.
 //
-// The EgressSource and Pool interfaces are defined here; their
-// implementations arrive with the queue and delivery issue.
+// The EgressSource and Pool interfaces are defined here; Source implements
+// EgressSource (see SMTP delivery below).
 //
 // # MX resolution
 //
@@ -38,6 +38,81 @@
 //   - SiteName reproduces KumoMTA's factor_names exactly, so ready queue
 //     names (ReadyQueueName) and shaping mx_rollup keys match KumoMTA's;
 //     MXListSiteName gives the "mx_list:h1,h2" site of an explicit mx_list.
+//
+// # SMTP delivery
+//
+// Source (source.go) is the direct EgressSource: a name ("unspecified" for
+// DefaultSource, as KumoMTA), an optional source address bound with
+// net.Dialer.LocalAddr, an optional EHLO name and remote_port. KumoMTA's
+// HAProxy PROXY and SOCKS5 hops are not implemented; any EgressSource
+// whose Dial goes through a proxy can be used instead.
+//
+// Dial (client.go) connects for one destination and Conn.Send (send.go)
+// runs mail transactions on the connection; the caller (the delivery loop)
+// reuses a Conn while Usable and not Exhausted, and Closes it. Decisions:
+//
+//   - The SMTP client is mtakit's own, on net, bufio and crypto/tls;
+//     go-smtp's Client (v0.25.1) is not used. It has no exported STARTTLS
+//     on an open session (only NewClientStartTLS, which fails on a host
+//     that does not offer STARTTLS, so opportunistic TLS would need a
+//     second connection), cannot pipeline, returns no reply text or code
+//     for accepted MAIL and RCPT commands, resets its own deadlines around
+//     every command and rewrites bare LF in the data. KumoMTA's
+//     behaviour needs all of these. The replies are parsed strictly (three
+//     digits 2xx-5xx, one code per multi-line reply, lines of at most 4 KiB,
+//     128 lines).
+//   - Responses (response.go) are KumoMTA's: code, enhanced code, text
+//     with multi-line replies joined by "\n", and the command line
+//     (with CRLF) they answer; String is KumoMTA's single-line form
+//     "CODE ENH text". Responses mtakit synthesizes start with
+//     InternalPrefix, "KumoMTA internal: ", verbatim, so that automation
+//     rules (match_internal), classifiers and log readers written for
+//     KumoMTA see the same texts. Every candidate host failing is
+//     "400 KumoMTA internal: failed to connect to any candidate hosts:
+//     <summary><failure>, <failure>..." (code 400, no enhanced code, as
+//     KumoMTA), with KumoMTA's summaries for all-OpportunisticInsecure-TLS
+//     and all-unplumbed-source failures. A timeout during a transaction is
+//     "421 4.4.2 KumoMTA internal: failed to send message to ...: Timed Out
+//     waiting ..."; any other failure of the connection during a
+//     transaction is "400 KumoMTA internal: failed to send message to ...".
+//     All are transient; so are 503 and 3xx replies that end a transaction
+//     (Response.Transient), as KumoMTA classifies them.
+//   - Host selection follows KumoMTA's smtp_dispatcher: any address in
+//     prohibited_hosts refuses the whole destination with the permanent
+//     "550 5.4.4 <host>/<addr> is on the list of prohibited_hosts ..."
+//     (KumoMTA bounces such a destination; it does not retry it); skip_hosts
+//     addresses are dropped, and none left is "451 4.4.4 KumoMTA internal:
+//     MX consisted solely of hosts on the skip_hosts list"; the others are
+//     tried in order. The port is DialOptions.Port, else the source's
+//     remote_port, else smtp_port.
+//   - TLS follows enable_tls as KumoMTA: STARTTLS is used when offered
+//     (Opportunistic, OpportunisticInsecure) or required (Required,
+//     RequiredInsecure: its absence fails the host); the Insecure modes do
+//     not verify the certificate, the others verify it against the MX host
+//     name. A failed handshake fails the host (transiently, like every
+//     connection failure); the session is not continued in clear text.
+//     remember_broken_tls and opportunistic_tls_reconnect_on_failed_handshake
+//     are left to the caller. Data sent by the peer together with its 220
+//     to STARTTLS fails the host (no response injection). TLS version and
+//     cipher are reported with rustls's names ("TLSv1_3",
+//     "TLS13_AES_128_GCM_SHA256") for tls_protocol_version and tls_cipher.
+//   - Send pipelines MAIL FROM, the RCPT TOs and DATA when PIPELINING is
+//     advertised (in windows of 100 commands so that neither side's socket
+//     buffers fill), as KumoMTA does, handling the RFC 2920 section 3.1
+//     case; otherwise it waits for each reply and sends DATA only when a
+//     recipient was accepted. Accepted recipients share the reply to the
+//     final "."; the others keep the reply that refused them. The data is
+//     written as given with only dot-stuffing added (and CRLF before the
+//     final dot when missing). BODY=8BITMIME and SMTPUTF8 are added when the
+//     content needs them and refused with KumoMTA's 554 5.6.3 / 5.6.7 when
+//     the host lacks them; SIZE is sent when advertised.
+//   - Each phase has its path timeout (connect, banner, EHLO, STARTTLS,
+//     MAIL FROM, RCPT TO, DATA, data dot; RSET 5 s; writes at most 60 s per
+//     64 KiB); ctx cancellation closes the connection at once. After a
+//     failed transaction RSET restores the session; a network failure, a
+//     timeout, a 421 or a failed RSET leaves the Conn not Usable. Usable
+//     also notices, with a non-blocking peek at the socket, a peer that
+//     closed an idle connection or sent an unsolicited 421.
 package egress
 
 import (

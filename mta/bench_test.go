@@ -2,6 +2,7 @@ package mta_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,8 +10,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/mtakit/mtakit/internal/smtpsink"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
+	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/spool"
 )
 
@@ -30,7 +33,8 @@ func BenchmarkReception(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := mta.New(mta.Options{Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Logger: quietLogger()})
+	// Delivery is held: this measures reception alone.
+	srv, err := mta.New(mta.Options{Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Logger: quietLogger(), HoldDelivery: true, Resolver: testResolver(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -81,4 +85,93 @@ func BenchmarkReception(b *testing.B) {
 	if got := srv.QueuedCount(); got != b.N {
 		b.Fatalf("queued %d, want %d", got, b.N)
 	}
+}
+
+// BenchmarkEndToEnd measures relaying: 20 sender connections inject
+// messages of 1–10 KB into mtakit (durable badger spool, KumoMTA log
+// segments), which delivers them over SMTP to a counting sink on loopback.
+// msgs/s is measured when the sink has accepted every message.
+//
+//	go test -run '^$' -bench EndToEnd -benchtime 5000x ./mta/
+func BenchmarkEndToEnd(b *testing.B) {
+	const conns = 20
+	sink, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	dir := b.TempDir()
+	data, err := spool.OpenBadger(dir+"/data", spool.BadgerOptions{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	meta, err := spool.OpenBadger(dir+"/meta", spool.BadgerOptions{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	records, err := logs.OpenLocal(logs.LocalConfig{LogDir: dir + "/logs", Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	list := []string{sink.Addr()}
+	srv, err := mta.New(mta.Options{
+		Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Log: records, Logger: quietLogger(),
+		Resolver: testResolver(b),
+		Shaper:   loopbackShaper{},
+		Policy: mta.Policy{QueueConfig: func(string, string, string, string, string) (mta.QueueConfig, error) {
+			return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
+		}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	addr, err := srv.ListenSMTP(listener.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	line := strings.Repeat("y", 76) + "\r\n"
+	bodies := make([][]byte, 10)
+	for i := range bodies {
+		bodies[i] = []byte("From: a@example.com\r\nTo: b@example.net\r\nSubject: bench\r\n\r\n" + strings.Repeat(line, (i+1)*1024/78))
+	}
+
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for c := 0; c < conns; c++ {
+		n := b.N / conns
+		if c < b.N%conns {
+			n++
+		}
+		wg.Go(func() {
+			cl, err := smtp.Dial(addr.String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer cl.Close()
+			for i := 0; i < n; i++ {
+				if err := cl.SendMail("a@example.com", []string{"b@example.net"}, bytes.NewReader(bodies[(c+i)%len(bodies)])); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	accepted := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := sink.WaitCount(ctx, b.N); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/accepted.Seconds(), "accepted/s")
 }

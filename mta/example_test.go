@@ -20,6 +20,8 @@ func Example() {
 		DataSpool: spool.NewMemory(),
 		MetaSpool: spool.NewMemory(),
 		Logger:    quietLogger(),
+		// Queue without sending, so the example makes no connections.
+		HoldDelivery: true,
 		Policy: mta.Policy{
 			MessageReceived: func(_ context.Context, m *mta.Message) error {
 				m.SetMeta(mta.MetaTenant, "acme")
@@ -46,7 +48,7 @@ func Example() {
 
 // Inject spools a message without SMTP, one message per recipient.
 func ExampleServer_Inject() {
-	srv, err := mta.New(mta.Options{DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory(), Logger: quietLogger()})
+	srv, err := mta.New(mta.Options{DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory(), Logger: quietLogger(), HoldDelivery: true})
 	if err != nil {
 		log.Fatal(err)
 	}

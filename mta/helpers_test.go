@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtakit/mtakit/egress"
+	"github.com/mtakit/mtakit/internal/dnstest"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
@@ -63,7 +65,17 @@ func quietLogger() *slog.Logger {
 func startServer(t *testing.T, data, meta spool.Spool, opts ...serverOpt) *testServer {
 	t.Helper()
 	ts := &testServer{data: data, meta: meta, sink: &memSink{}}
-	o := mta.Options{Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Log: ts.sink, Logger: quietLogger()}
+	// Delivery is held unless a test releases it, and DNS goes to an
+	// in-process server: tests never leave loopback.
+	o := mta.Options{
+		Hostname:     "mx.test",
+		DataSpool:    data,
+		MetaSpool:    meta,
+		Log:          ts.sink,
+		Logger:       quietLogger(),
+		HoldDelivery: true,
+		Resolver:     testResolver(t),
+	}
 	cfg := listener.Config{Addr: "127.0.0.1:0"}
 	for _, f := range opts {
 		f(&o, &cfg)
@@ -79,6 +91,17 @@ func startServer(t *testing.T, data, meta spool.Spool, opts ...serverOpt) *testS
 	ts.srv, ts.addr = srv, addr.String()
 	t.Cleanup(func() { srv.Close() })
 	return ts
+}
+
+// testResolver returns a resolver that asks an in-process DNS server.
+func testResolver(t testing.TB) *egress.Resolver {
+	t.Helper()
+	dns := dnstest.Start(t)
+	r, err := egress.NewResolver(egress.ResolverOptions{Servers: []string{dns.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // rawConn is a line-level SMTP client for protocol tests.

@@ -1,70 +1,179 @@
 package mta
 
 import (
+	"container/heap"
 	"sync"
+	"time"
 
 	"github.com/mtakit/mtakit/spool"
 )
 
 // queuedMessage is the in-memory handle on a spooled message: enough to
-// schedule it without loading its data.
+// schedule it without loading its data. Its fields are guarded by the
+// scheduler's lock while it is scheduled, and owned by whoever took it from
+// the scheduler (a dispatcher or a delivery worker) otherwise.
 type queuedMessage struct {
 	id    spool.ID
 	queue string
 	meta  *storedMeta
+	index int // position in the due heap; -1 when not scheduled
 }
 
-// scheduledQueues holds every spooled message by scheduled queue name.
-//
-// It is the hand-off point to the delivery engine: reception and recovery
-// insert here. Until that engine exists, messages stay here, listed and
-// countable, and remain in the spool.
-type scheduledQueues struct {
-	mu     sync.Mutex
-	queues map[string]map[spool.ID]*queuedMessage
-	total  int
+func (m *queuedMessage) due() time.Time { return m.meta.Due }
+
+// dueHeap orders scheduled messages by due time.
+type dueHeap []*queuedMessage
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].meta.Due.Before(h[j].meta.Due) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *dueHeap) Push(x any) {
+	m := x.(*queuedMessage)
+	m.index = len(*h)
+	*h = append(*h, m)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	m.index = -1
+	*h = old[:len(old)-1]
+	return m
 }
 
-func newScheduledQueues() *scheduledQueues {
-	return &scheduledQueues{queues: make(map[string]map[spool.ID]*queuedMessage)}
+// scheduler holds every live message (spooled and not yet finished) and
+// releases scheduled ones when they are due. Messages being dispatched or
+// delivered stay live but leave the heap.
+type scheduler struct {
+	mu      sync.Mutex
+	heap    dueHeap
+	live    map[spool.ID]*queuedMessage
+	byQueue map[string]int
+	held    bool // delivery held: nothing is released
+	wake    chan struct{}
 }
 
-func (q *scheduledQueues) insert(m *queuedMessage) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	byID := q.queues[m.queue]
-	if byID == nil {
-		byID = make(map[spool.ID]*queuedMessage)
-		q.queues[m.queue] = byID
+func newScheduler() *scheduler {
+	return &scheduler{
+		live:    make(map[spool.ID]*queuedMessage),
+		byQueue: make(map[string]int),
+		wake:    make(chan struct{}, 1),
 	}
-	if _, dup := byID[m.id]; !dup {
-		q.total++
-	}
-	byID[m.id] = m
 }
 
-func (q *scheduledQueues) summary() map[string]int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := make(map[string]int, len(q.queues))
-	for name, byID := range q.queues {
-		out[name] = len(byID)
+// add registers a new live message and schedules it.
+func (s *scheduler) add(m *queuedMessage) {
+	s.mu.Lock()
+	if _, dup := s.live[m.id]; !dup {
+		s.live[m.id] = m
+		s.byQueue[m.queue]++
+	}
+	heap.Push(&s.heap, m)
+	s.mu.Unlock()
+	s.poke()
+}
+
+// reschedule puts a live message taken earlier back into the heap.
+func (s *scheduler) reschedule(m *queuedMessage) {
+	s.mu.Lock()
+	heap.Push(&s.heap, m)
+	s.mu.Unlock()
+	s.poke()
+}
+
+// finish forgets a message that was delivered, bounced or expired.
+func (s *scheduler) finish(m *queuedMessage) {
+	s.mu.Lock()
+	if _, ok := s.live[m.id]; ok {
+		delete(s.live, m.id)
+		if s.byQueue[m.queue]--; s.byQueue[m.queue] <= 0 {
+			delete(s.byQueue, m.queue)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *scheduler) setHeld(held bool) {
+	s.mu.Lock()
+	s.held = held
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run releases due messages to out until stop closes.
+func (s *scheduler) run(stop <-chan struct{}, out chan<- *queuedMessage) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var next *queuedMessage
+		wait := time.Hour
+		s.mu.Lock()
+		if !s.held && len(s.heap) > 0 {
+			if d := time.Until(s.heap[0].meta.Due); d <= 0 {
+				next = heap.Pop(&s.heap).(*queuedMessage)
+			} else {
+				wait = d
+			}
+		}
+		s.mu.Unlock()
+		if next != nil {
+			select {
+			case out <- next:
+				continue
+			case <-stop:
+				return
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-s.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
+func (s *scheduler) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
+}
+
+func (s *scheduler) summary() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.byQueue))
+	for q, n := range s.byQueue {
+		out[q] = n
 	}
 	return out
 }
 
-func (q *scheduledQueues) count() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.total
-}
-
-func (q *scheduledQueues) ids(queue string) []spool.ID {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := make([]spool.ID, 0, len(q.queues[queue]))
-	for id := range q.queues[queue] {
-		out = append(out, id)
+func (s *scheduler) ids(queue string) []spool.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []spool.ID
+	for id, m := range s.live {
+		if m.queue == queue {
+			out = append(out, id)
+		}
 	}
 	return out
 }

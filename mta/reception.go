@@ -199,8 +199,8 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	for i, m := range msgs {
 		ids[i] = m.id
 		qm := &queuedMessage{id: m.id, queue: m.QueueName(), meta: metas[i]}
-		s.queues.insert(qm)
 		s.logReception(r, m, qm.queue, now)
+		s.sched.add(qm)
 	}
 	return ids, nil
 }
@@ -296,10 +296,12 @@ func (s *Server) logReception(r *reception, m *Message, queue string, now time.T
 	}
 }
 
-func (s *Server) recordMeta(m *Message) map[string]any {
+func (s *Server) recordMeta(m *Message) map[string]any { return s.recordMetaFrom(m.meta) }
+
+func (s *Server) recordMetaFrom(meta map[string]any) map[string]any {
 	out := make(map[string]any, len(s.opts.LogMeta))
 	for _, k := range s.opts.LogMeta {
-		if v, ok := m.meta[k]; ok {
+		if v, ok := meta[k]; ok {
 			out[k] = v
 		}
 	}

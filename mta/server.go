@@ -2,6 +2,7 @@ package mta
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +13,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mtakit/mtakit/dkim"
+	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/shaping"
 	"github.com/mtakit/mtakit/spool"
 )
 
@@ -47,8 +50,38 @@ type Options struct {
 	// MessageReceived hook and before it is spooled.
 	Signer dkim.Signer
 
+	// Shaper supplies the egress path configuration per destination;
+	// default: shaping.Default() for every path.
+	Shaper shaping.Shaper
+	// Resolver resolves MX and host names for delivery; default: the
+	// servers of /etc/resolv.conf.
+	Resolver *egress.Resolver
+	// EgressPools maps pool names (QueueConfig.EgressPool) to pools. The
+	// pool "unspecified" defaults to one source with the system's default
+	// address, as in KumoMTA.
+	EgressPools map[string]egress.Pool
+	// TLS is the base client TLS configuration for delivery (RootCAs, for
+	// example); nil means the system roots.
+	TLS *tls.Config
+	// Classifier sorts failure responses into bounce classes for log
+	// records; nil logs every failure as "Uncategorized".
+	Classifier BounceClassifier
+	// DSN, when true, sends an RFC 3464 delivery status notification to
+	// the envelope sender of every bounced or expired recipient (never for
+	// the null reverse-path). Off by default, as in KumoMTA.
+	DSN bool
+	// HoldDelivery starts the server with delivery held: mail is received
+	// and queued but not sent until ReleaseDelivery is called.
+	HoldDelivery bool
+
 	// Logger receives operational logs; default slog.Default().
 	Logger *slog.Logger
+}
+
+// BounceClassifier sorts SMTP responses into KumoMTA bounce classes
+// (InvalidRecipient, QuotaIssues, ...); see package mta/bounce.
+type BounceClassifier interface {
+	Classify(code int, enhanced, text string) string
 }
 
 // Policy holds optional hooks, the Go counterpart of KumoMTA's Lua events.
@@ -60,6 +93,12 @@ type Policy struct {
 	// the content, or reject the message by returning an error; use
 	// Reject for a specific SMTP reply.
 	MessageReceived func(ctx context.Context, msg *Message) error
+
+	// QueueConfig returns the configuration of a scheduled queue from its
+	// name and parts (get_queue_config). nil, or an error, means the
+	// defaults. It is called whenever a message of the queue is routed or
+	// retried, so it should be cheap.
+	QueueConfig func(queue, campaign, tenant, domain, routingDomain string) (QueueConfig, error)
 }
 
 // Server is an embeddable MTA: it receives mail, spools it durably and
@@ -69,7 +108,19 @@ type Server struct {
 	log    *slog.Logger
 	sink   logs.Sink
 	nodeID string
-	queues *scheduledQueues
+	sched  *scheduler
+
+	shaper      shaping.Shaper
+	resolver    *egress.Resolver
+	defaultPool egress.Pool
+
+	runCtx   context.Context // cancelled by Close to abort deliveries
+	cancel   context.CancelFunc
+	stopping chan struct{} // closed when delivery stops
+	workers  sync.WaitGroup
+
+	readyMu sync.Mutex
+	ready   map[string]*readyQueue
 
 	mu        sync.Mutex
 	listeners []*listener.Listener
@@ -91,11 +142,15 @@ func New(opts Options) (*Server, error) {
 		opts.Hostname = h
 	}
 	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		sink:   opts.Log,
-		nodeID: uuid.NewString(),
-		queues: newScheduledQueues(),
+		opts:     opts,
+		log:      opts.Logger,
+		sink:     opts.Log,
+		nodeID:   uuid.NewString(),
+		sched:    newScheduler(),
+		shaper:   opts.Shaper,
+		resolver: opts.Resolver,
+		stopping: make(chan struct{}),
+		ready:    make(map[string]*readyQueue),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -103,11 +158,41 @@ func New(opts Options) (*Server, error) {
 	if s.sink == nil {
 		s.sink = discardSink{}
 	}
-	if err := s.recover(context.Background()); err != nil {
+	if s.shaper == nil {
+		s.shaper = defaultShaper{}
+	}
+	if s.resolver == nil {
+		r, err := egress.NewResolver(egress.ResolverOptions{Logger: s.log})
+		if err != nil {
+			return nil, fmt.Errorf("mta: default resolver: %w", err)
+		}
+		s.resolver = r
+	}
+	s.defaultPool = egress.NewPool("unspecified", egress.WeightedSource{Source: egress.DefaultSource()})
+	s.runCtx, s.cancel = context.WithCancel(context.Background())
+	s.sched.held = opts.HoldDelivery
+	if err := s.recover(s.runCtx); err != nil {
 		return nil, err
+	}
+	due := make(chan *queuedMessage)
+	s.workers.Add(1 + dispatchers)
+	go func() {
+		defer s.workers.Done()
+		s.sched.run(s.stopping, due)
+	}()
+	for range dispatchers {
+		go s.dispatchLoop(due)
 	}
 	return s, nil
 }
+
+// ReleaseDelivery starts delivering queued mail after HoldDelivery or
+// HoldDelivery being called.
+func (s *Server) ReleaseDelivery() { s.sched.setHeld(false) }
+
+// HoldDelivery stops releasing queued mail for delivery; deliveries in
+// progress finish. Reception continues.
+func (s *Server) HoldDelivery() { s.sched.setHeld(true) }
 
 // recover loads every message from the meta spool into the queues. A meta
 // entry without data is a message whose store did not complete, so it was
@@ -129,7 +214,7 @@ func (s *Server) recover(ctx context.Context) error {
 			return fmt.Errorf("mta: recover %s: %w", id, err)
 		}
 		msg := &Message{id: id, sender: m.Sender, recipients: m.Recipients, meta: m.Meta}
-		s.queues.insert(&queuedMessage{id: id, queue: msg.QueueName(), meta: m})
+		s.sched.add(&queuedMessage{id: id, queue: msg.QueueName(), meta: m})
 		recovered++
 		return nil
 	})
@@ -171,13 +256,13 @@ func (s *Server) ListenSMTP(cfg listener.Config) (net.Addr, error) {
 }
 
 // QueuedCount returns the number of messages in the scheduled queues.
-func (s *Server) QueuedCount() int { return s.queues.count() }
+func (s *Server) QueuedCount() int { return s.sched.count() }
 
 // QueueSummary returns the number of messages in each scheduled queue.
-func (s *Server) QueueSummary() map[string]int { return s.queues.summary() }
+func (s *Server) QueueSummary() map[string]int { return s.sched.summary() }
 
 // QueuedIDs returns the IDs of the messages in one scheduled queue.
-func (s *Server) QueuedIDs(queue string) []spool.ID { return s.queues.ids(queue) }
+func (s *Server) QueuedIDs(queue string) []spool.ID { return s.sched.ids(queue) }
 
 // Shutdown stops the listeners gracefully (no new connections, idle
 // sessions closed, transactions in progress finished), then closes the
@@ -201,7 +286,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.serving.Wait()
+	s.stopDelivery(ctx)
 	return errors.Join(append(errs, s.closeStores())...)
+}
+
+// stopDelivery stops the scheduler and lets deliveries in progress finish
+// until ctx expires, when they are aborted (their messages stay spooled).
+func (s *Server) stopDelivery(ctx context.Context) {
+	close(s.stopping)
+	done := make(chan struct{})
+	go func() { s.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+	}
+	s.cancel()
 }
 
 // Close stops the listeners immediately, cutting connections, and closes
@@ -221,6 +322,8 @@ func (s *Server) Close() error {
 		errs = append(errs, l.Close())
 	}
 	s.serving.Wait()
+	s.cancel()
+	s.stopDelivery(context.Background())
 	return errors.Join(append(errs, s.closeStores())...)
 }
 

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,9 +31,11 @@ import (
 	"time"
 
 	"github.com/mtakit/mtakit/dkim"
+	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/shaping"
 	"github.com/mtakit/mtakit/spool"
 )
 
@@ -180,6 +183,9 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		LogHeaders: []string{"Subject", "Message-ID"},
 		Logger:     log,
 	}
+	if c.smarthost != "" {
+		useSmarthost(&opts, c.smarthost)
+	}
 	if c.dkimData != "" {
 		signer, err := dkim.Load(dkim.LoadOptions{KeyDir: c.dkimKeys}, c.dkimData)
 		if err != nil {
@@ -219,4 +225,29 @@ func tlsConfig(c *config) (*tls.Config, error) {
 	}
 	dir := filepath.Join(c.dataDir, "tls")
 	return listener.EnsureSelfSigned(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), hosts...)
+}
+
+// useSmarthost routes every queue to one host (KumoMTA's mx_list) and
+// allows that host even on loopback, which the default prohibited_hosts
+// refuse so that broken DNS cannot loop mail back into this server.
+func useSmarthost(opts *mta.Options, hostport string) {
+	list := []string{hostport}
+	opts.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
+		return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
+	}
+	opts.Shaper = smarthostShaper{site: egress.MXListSiteName(list)}
+}
+
+type smarthostShaper struct{ site string }
+
+func (s smarthostShaper) PathConfig(_ context.Context, _, site, _ string) (shaping.PathConfig, error) {
+	pc := shaping.Default()
+	if site == s.site {
+		pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
+	}
+	return pc, nil
+}
+
+func (smarthostShaper) Observe(context.Context, string, string, string, shaping.Response) []shaping.Action {
+	return nil
 }

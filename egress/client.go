@@ -1,0 +1,866 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mtakit/mtakit/shaping"
+)
+
+// DefaultRSETTimeout bounds the wait for the reply to RSET (KumoMTA's
+// rset_timeout default).
+const DefaultRSETTimeout = 5 * time.Second
+
+const (
+	// quitTimeout bounds QUIT in Close.
+	quitTimeout = 2 * time.Second
+	// maxWriteTimeout caps the deadline of one write, as KumoMTA caps its
+	// request timeouts at 60 seconds.
+	maxWriteTimeout = 60 * time.Second
+	// probeTimeout bounds the look at data that arrived on an idle
+	// connection (see Conn.Usable).
+	probeTimeout = 100 * time.Millisecond
+)
+
+// Sentinel causes wrapped by the *ResponseError of a Dial that found no
+// host it may connect to.
+var (
+	// ErrProhibitedHost: an address of the destination is in the path's
+	// prohibited_hosts. KumoMTA refuses the whole destination
+	// permanently (550 5.4.4).
+	ErrProhibitedHost = errors.New("destination address is in prohibited_hosts")
+	// ErrAllHostsSkipped: every address of the destination is in the
+	// path's skip_hosts (451 4.4.4).
+	ErrAllHostsSkipped = errors.New("every destination address is in skip_hosts")
+)
+
+// ErrConnUnusable is returned by Send on a connection that is closed or
+// broken, or that the peer closed (or sent an unsolicited reply on) while
+// it was idle. Nothing was sent: dial again and retry without counting an
+// attempt.
+var ErrConnUnusable = errors.New("egress: connection is not usable")
+
+// DialOptions says where and how to connect.
+type DialOptions struct {
+	// Source is the egress source to connect from; nil means
+	// DefaultSource().
+	Source EgressSource
+	// Hosts are the mail hosts to try, in order (MXPlan.Hosts); each
+	// host's addresses are tried in order. Hosts without addresses are
+	// ignored.
+	Hosts []MXHost
+	// Port, if not 0, is the port to connect to (for example MXPlan.Port
+	// of a "domain:port" routing domain). Otherwise the source's
+	// RemotePort (when the source has a RemotePort() int method returning
+	// non-zero), else Config.SMTPPort, else 25.
+	Port int
+	// Config is the egress path configuration. Zero durations mean
+	// KumoMTA's defaults (shaping.Default); a nil ProhibitedHosts means
+	// the default set (127.0.0.0/8, ::1, 0.0.0.0, ::) while a non-nil
+	// empty slice prohibits nothing; an empty EnableTLS means
+	// Opportunistic.
+	Config shaping.PathConfig
+	// TLSConfig is the base TLS client configuration for STARTTLS (for
+	// example RootCAs in tests, a client certificate); nil means defaults.
+	// It is cloned per connection; leave ServerName empty to verify each
+	// host under its own name. InsecureSkipVerify is set for the Insecure
+	// TLS modes.
+	TLSConfig *tls.Config
+	// Site names the destination (ready queue name or site name) in the
+	// text of synthesized failure responses; optional.
+	Site string
+	// Hostname is the EHLO name used when neither Config.EHLODomain nor
+	// the source's EHLODomain is set; "" means os.Hostname().
+	Hostname string
+	// RSETTimeout bounds the reply to RSET; 0 means DefaultRSETTimeout.
+	RSETTimeout time.Duration
+	// Ignore8BitChecks sends 8-bit data to hosts that do not advertise
+	// 8BITMIME and non-ASCII addresses to hosts that do not advertise
+	// SMTPUTF8, instead of failing the message (KumoMTA's
+	// ignore_8bit_checks).
+	Ignore8BitChecks bool
+	// Logger receives Debug records of connection attempts and failures;
+	// nil discards.
+	Logger *slog.Logger
+}
+
+// ConnInfo describes an established connection, for log records.
+type ConnInfo struct {
+	// Source is the egress source name.
+	Source string
+	// Host is the mail host name connected to (peer_address.name).
+	Host string
+	// Addr is the peer's address and port (peer_address.addr).
+	Addr netip.AddrPort
+	// LocalAddr is the local end of the connection (source_address).
+	LocalAddr netip.AddrPort
+	// EHLOName is the name this side announced.
+	EHLOName string
+	// Banner is the peer's greeting.
+	Banner Response
+	// TLS describes the STARTTLS session; nil when the connection is in
+	// clear text.
+	TLS *TLSInfo
+}
+
+// TLSInfo describes a STARTTLS session with KumoMTA's log record names.
+type TLSInfo struct {
+	// Version is the protocol version as KumoMTA writes tls_protocol_version:
+	// "TLSv1_3", "TLSv1_2".
+	Version string
+	// Cipher is the cipher suite as KumoMTA (rustls) writes tls_cipher:
+	// "TLS13_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".
+	Cipher string
+	// PeerSubjectName is the subject of the peer's certificate as
+	// "CN=mx.example.com"-style entries (tls_peer_subject_name).
+	PeerSubjectName []string
+	// Verified reports that the certificate chain and host name were
+	// verified (false in the Insecure modes).
+	Verified bool
+	// State is the full connection state.
+	State tls.ConnectionState
+}
+
+// timeouts are the effective per-phase timeouts of a connection.
+type timeouts struct {
+	connect, banner, ehlo, startTLS       time.Duration
+	mailFrom, rcptTo, data, dataDot, rset time.Duration
+}
+
+func resolveTimeouts(cfg *shaping.PathConfig, rset time.Duration) timeouts {
+	def := shaping.Default()
+	pick := func(v, d time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return d
+	}
+	return timeouts{
+		connect:  pick(cfg.ConnectTimeout, def.ConnectTimeout),
+		banner:   pick(cfg.BannerTimeout, def.BannerTimeout),
+		ehlo:     pick(cfg.EHLOTimeout, def.EHLOTimeout),
+		startTLS: pick(cfg.StartTLSTimeout, def.StartTLSTimeout),
+		mailFrom: pick(cfg.MailFromTimeout, def.MailFromTimeout),
+		rcptTo:   pick(cfg.RcptToTimeout, def.RcptToTimeout),
+		data:     pick(cfg.DataTimeout, def.DataTimeout),
+		dataDot:  pick(cfg.DataDotTimeout, def.DataDotTimeout),
+		rset:     pick(rset, DefaultRSETTimeout),
+	}
+}
+
+// Conn is an SMTP client connection to one mail host, ready for mail
+// transactions (Send). Its methods serialize on a mutex, so Close may be
+// called while a Send runs on another goroutine (it waits for the Send to
+// finish).
+type Conn struct {
+	tmo            timeouts
+	site           string
+	ignore8bit     bool
+	log            *slog.Logger
+	info           ConnInfo
+	ext            map[string]string
+	maxDeliveries  int
+	deliveries     atomic.Int64
+	raw            net.Conn // the TCP connection
+	mu             sync.Mutex
+	nc             net.Conn // raw, or the *tls.Conn over it
+	br             *bufio.Reader
+	bw             *bufio.Writer
+	broken, closed bool
+}
+
+// hostname is the EHLO name of last resort: the host name, or "localhost"
+// when it cannot be used.
+var hostname = sync.OnceValue(func() string {
+	if h, err := os.Hostname(); err == nil && checkEHLOName(h) == nil {
+		return h
+	}
+	return "localhost"
+})
+
+// dialer carries the resolved DialOptions of one Dial.
+type dialer struct {
+	opts     DialOptions
+	source   EgressSource
+	mode     shaping.TLSMode
+	port     int
+	ehlo     string
+	tmo      timeouts
+	log      *slog.Logger
+	prohibit []netip.Prefix
+	skip     []netip.Prefix
+	// maxDeliveries is max_deliveries_per_connection; negative means no
+	// limit.
+	maxDeliveries int
+}
+
+type candidate struct {
+	host string
+	addr netip.Addr
+}
+
+// failure kinds, for KumoMTA's summary of why every candidate failed.
+type failKind int
+
+const (
+	failOther failKind = iota
+	failInsecureTLS
+	failUnplumbed
+)
+
+type attemptError struct {
+	kind failKind
+	text string
+	err  error
+}
+
+// Dial connects to the first usable address of opts.Hosts: it tries each
+// host's addresses in order, reads the banner, says EHLO, applies the TLS
+// mode of opts.Config.EnableTLS and returns the connection ready for Send.
+//
+// Before connecting, as KumoMTA does: if any address is in the path's
+// prohibited_hosts the destination is refused permanently (550 5.4.4,
+// ErrProhibitedHost); addresses in skip_hosts are dropped, and if none
+// remain the result is 451 4.4.4 (ErrAllHostsSkipped); no addresses at all
+// is "451 4.4.4 MX didn't resolve to any hosts" (ErrNoAddresses).
+//
+// A candidate that fails (refused or timed-out connection, a banner or
+// EHLO that is not 2xx, garbage, a failed STARTTLS) is closed and the next
+// one tried. When all fail, the error's Response is KumoMTA's transient
+// "400 KumoMTA internal: failed to connect to any candidate hosts: ..."
+// listing each failure. Every error is a *ResponseError (see ResponseOf);
+// it wraps the context's error when ctx ended the attempt.
+func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
+	d, err := newDialer(opts)
+	if err != nil {
+		return nil, err
+	}
+	cands, rerr := d.candidates()
+	if rerr != nil {
+		return nil, rerr
+	}
+	var (
+		texts []string
+		kinds []failKind
+		errs  []error
+	)
+	for _, cand := range cands {
+		if ctx.Err() != nil {
+			break
+		}
+		c, aerr := d.attempt(ctx, cand)
+		if aerr == nil {
+			return c, nil
+		}
+		d.log.Debug("egress: connection attempt failed", "source", d.source.Name(), "host", cand.host,
+			"addr", cand.addr.String(), "port", d.port, "error", aerr.text)
+		texts = append(texts, aerr.text)
+		kinds = append(kinds, aerr.kind)
+		errs = append(errs, aerr.err)
+	}
+	if err := ctx.Err(); err != nil && (len(errs) == 0 || !errors.Is(errs[len(errs)-1], err)) {
+		texts = append(texts, context.Cause(ctx).Error())
+		kinds = append(kinds, failOther)
+		errs = append(errs, err)
+	}
+	resp := internal(400, "", "failed to connect to any candidate hosts: %s%s",
+		failureSummary(kinds), strings.Join(texts, ", "))
+	return nil, &ResponseError{Response: resp, Err: errors.Join(errs...)}
+}
+
+// failureSummary is KumoMTA's explanation when every failure has the same
+// recognised cause.
+func failureSummary(kinds []failKind) string {
+	if len(kinds) == 0 {
+		return ""
+	}
+	for _, k := range kinds[1:] {
+		if k != kinds[0] {
+			return ""
+		}
+	}
+	switch kinds[0] {
+	case failInsecureTLS:
+		return "All failures are related to OpportunisticInsecure STARTTLS. " +
+			"Consider setting enable_tls=Disabled for this site. "
+	case failUnplumbed:
+		return "All failures are related to having an unplumbed source address. " +
+			"Are the network interfaces provisioned correctly? "
+	}
+	return ""
+}
+
+func newDialer(opts DialOptions) (*dialer, error) {
+	bad := func(format string, args ...any) error {
+		return &ResponseError{Response: internal(400, "", "invalid egress configuration: "+format, args...)}
+	}
+	d := &dialer{opts: opts, source: opts.Source, log: opts.Logger}
+	if d.source == nil {
+		d.source = DefaultSource()
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	cfg := &opts.Config
+	d.mode = cfg.EnableTLS
+	switch d.mode {
+	case "":
+		d.mode = shaping.Opportunistic
+	case shaping.Opportunistic, shaping.OpportunisticInsecure, shaping.Required, shaping.RequiredInsecure, shaping.Disabled:
+	default:
+		return nil, bad("unknown enable_tls mode %q", d.mode)
+	}
+	switch {
+	case opts.Port != 0:
+		d.port = opts.Port
+	default:
+		if rp, ok := d.source.(remotePorter); ok && rp.RemotePort() != 0 {
+			d.port = rp.RemotePort()
+		} else if cfg.SMTPPort != 0 {
+			d.port = cfg.SMTPPort
+		} else {
+			d.port = 25
+		}
+	}
+	if d.port <= 0 || d.port > 65535 {
+		return nil, bad("port %d out of range", d.port)
+	}
+	d.ehlo = cfg.EHLODomain
+	if d.ehlo == "" {
+		d.ehlo = d.source.EHLODomain()
+	}
+	if d.ehlo == "" {
+		d.ehlo = opts.Hostname
+	}
+	if d.ehlo == "" {
+		d.ehlo = hostname()
+	}
+	if err := checkEHLOName(d.ehlo); err != nil {
+		return nil, bad("EHLO name: %v", err)
+	}
+	d.tmo = resolveTimeouts(cfg, opts.RSETTimeout)
+	d.prohibit = cfg.ProhibitedHosts
+	if d.prohibit == nil {
+		d.prohibit = shaping.Default().ProhibitedHosts
+	}
+	d.skip = cfg.SkipHosts
+	d.maxDeliveries = cfg.MaxDeliveriesPerConnection
+	if d.maxDeliveries == 0 {
+		d.maxDeliveries = shaping.Default().MaxDeliveriesPerConnection
+	}
+	return d, nil
+}
+
+// candidates applies prohibited_hosts and skip_hosts to the hosts'
+// addresses.
+func (d *dialer) candidates() ([]candidate, error) {
+	var all []candidate
+	var hostErrs []error
+	for _, h := range d.opts.Hosts {
+		for _, a := range h.Addrs {
+			all = append(all, candidate{host: h.Name, addr: a.Unmap()})
+		}
+		if len(h.Addrs) == 0 && h.Err != nil {
+			hostErrs = append(hostErrs, h.Err)
+		}
+	}
+	if len(all) == 0 {
+		return nil, &ResponseError{
+			Response: Response{Code: 451, Enhanced: "4.4.4", Text: "MX didn't resolve to any hosts"},
+			Err:      errors.Join(append(hostErrs, ErrNoAddresses)...),
+		}
+	}
+	for _, c := range all {
+		if inPrefixes(d.prohibit, c.addr) {
+			return nil, &ResponseError{
+				Response: Response{Code: 550, Enhanced: "5.4.4",
+					Text: fmt.Sprintf("%s/%s is on the list of prohibited_hosts %s", c.host, c.addr, prefixList(d.prohibit))},
+				Err: ErrProhibitedHost,
+			}
+		}
+	}
+	out := all[:0:0]
+	for _, c := range all {
+		if !inPrefixes(d.skip, c.addr) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, &ResponseError{
+			Response: internal(451, "4.4.4", "MX consisted solely of hosts on the skip_hosts list"),
+			Err:      ErrAllHostsSkipped,
+		}
+	}
+	return out, nil
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// attempt connects to one candidate and brings the session up to the point
+// where mail transactions can start.
+func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptError) {
+	ap := netip.AddrPortFrom(cand.addr, uint16(d.port))
+	label := cand.host + "/" + ap.String()
+	fail := func(kind failKind, err error, format string, args ...any) *attemptError {
+		return &attemptError{kind: kind, text: fmt.Sprintf(format, args...), err: err}
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, d.tmo.connect)
+	nc, err := d.source.Dial(dctx, "tcp", ap.String())
+	cancel()
+	if err != nil {
+		kind := failOther
+		var ue *unplumbedError
+		if errors.As(err, &ue) {
+			kind = failUnplumbed
+		}
+		var ne net.Error
+		if ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+			err = fmt.Errorf("timeout after %v while connecting: %w", d.tmo.connect, err)
+		}
+		return nil, fail(kind, err, "connect to %s and read initial banner: %v", label, err)
+	}
+	c := &Conn{
+		tmo:           d.tmo,
+		site:          d.opts.Site,
+		ignore8bit:    d.opts.Ignore8BitChecks,
+		log:           d.log,
+		maxDeliveries: d.maxDeliveries,
+		raw:           nc,
+		nc:            nc,
+		br:            bufio.NewReaderSize(nc, readBufferSize),
+		bw:            bufio.NewWriterSize(nc, 4096),
+		info: ConnInfo{
+			Source:    d.source.Name(),
+			Host:      cand.host,
+			Addr:      ap,
+			LocalAddr: addrPortOf(nc.LocalAddr()),
+			EHLOName:  d.ehlo,
+		},
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	closeWith := func(kind failKind, err error, format string, args ...any) (*Conn, *attemptError) {
+		stop()
+		_ = nc.Close()
+		if ctx.Err() != nil {
+			err = errors.Join(err, ctx.Err())
+		}
+		return nil, fail(kind, err, format, args...)
+	}
+
+	_ = nc.SetReadDeadline(time.Now().Add(d.tmo.banner))
+	banner, err := readReply(c.br)
+	if err != nil {
+		err = &ioError{timeout: d.tmo.banner, err: err}
+		return closeWith(failOther, err, "connect to %s and read initial banner: %v", label, err)
+	}
+	c.info.Banner = banner
+	if banner.Code != 220 {
+		err := &rejectedError{banner}
+		return closeWith(failOther, err, "connect to %s and read initial banner: %v", label, err)
+	}
+	if err := c.hello(d.ehlo); err != nil {
+		return closeWith(failOther, err, "%s: EHLO after banner: %v", label, err)
+	}
+
+	_, offered := c.ext["STARTTLS"]
+	var useTLS, verify bool
+	switch d.mode {
+	case shaping.Disabled:
+	case shaping.Required, shaping.RequiredInsecure:
+		if !offered {
+			return closeWith(failOther, errors.New("STARTTLS not advertised"),
+				"tls policy is %s but STARTTLS is not advertised by %s", d.mode, label)
+		}
+		useTLS, verify = true, d.mode == shaping.Required
+	case shaping.Opportunistic, shaping.OpportunisticInsecure:
+		useTLS, verify = offered, d.mode == shaping.Opportunistic
+	}
+	if !useTLS {
+		return d.established(ctx, c, stop)
+	}
+
+	if err := c.startTLS(cand.host, d.opts.TLSConfig, verify); err != nil {
+		if d.mode == shaping.OpportunisticInsecure {
+			return closeWith(failInsecureTLS, err,
+				"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
+		}
+		return closeWith(failOther, err, "TLS handshake with %s failed: %v", label, err)
+	}
+	if err := c.hello(d.ehlo); err != nil {
+		if d.mode == shaping.OpportunisticInsecure {
+			return closeWith(failInsecureTLS, err,
+				"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)
+		}
+		return closeWith(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
+	}
+	return d.established(ctx, c, stop)
+}
+
+// established hands over a connection that is ready, unless ctx ended
+// (and closed it) meanwhile.
+func (d *dialer) established(ctx context.Context, c *Conn, stop func() bool) (*Conn, *attemptError) {
+	if !stop() {
+		_ = c.raw.Close()
+		return nil, &attemptError{text: context.Cause(ctx).Error(), err: ctx.Err()}
+	}
+	args := []any{"source", c.info.Source, "host", c.info.Host, "addr", c.info.Addr.String(), "tls", c.info.TLS != nil}
+	if c.info.TLS != nil {
+		args = append(args, "tls_version", c.info.TLS.Version, "tls_cipher", c.info.TLS.Cipher)
+	}
+	d.log.Debug("egress: connected", args...)
+	return c, nil
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// rejectedError is a refusal by the peer during connection set-up.
+type rejectedError struct{ resp Response }
+
+func (e *rejectedError) Error() string { return "rejected: " + e.resp.String() }
+
+// hello says EHLO (HELO when the peer answers 500 or 502, which means it
+// does not know EHLO) and records the advertised extensions.
+func (c *Conn) hello(name string) error {
+	resp, err := c.roundTrip("EHLO "+name, c.tmo.ehlo)
+	if err != nil {
+		return err
+	}
+	if resp.Code == 500 || resp.Code == 502 {
+		resp, err = c.roundTrip("HELO "+name, c.tmo.ehlo)
+		if err != nil {
+			return err
+		}
+		if resp.Code != 250 {
+			return &rejectedError{resp}
+		}
+		c.ext = map[string]string{}
+		return nil
+	}
+	if resp.Code != 250 {
+		return &rejectedError{resp}
+	}
+	ext := make(map[string]string)
+	lines := strings.Split(resp.Text, "\n")
+	for _, l := range lines[1:] {
+		kw, param, _ := strings.Cut(strings.TrimSpace(l), " ")
+		if kw != "" {
+			ext[strings.ToUpper(kw)] = param
+		}
+	}
+	c.ext = ext
+	return nil
+}
+
+// startTLS sends STARTTLS and performs the handshake, verifying the
+// certificate against host when verify is set.
+func (c *Conn) startTLS(host string, base *tls.Config, verify bool) error {
+	resp, err := c.roundTrip("STARTTLS", c.tmo.startTLS)
+	if err != nil {
+		return err
+	}
+	if resp.Code != 220 {
+		return &rejectedError{resp}
+	}
+	if c.br.Buffered() > 0 {
+		// Data pipelined after the 220 would be taken as coming from
+		// inside the TLS session (CVE-2011-0411-style injection).
+		return errors.New("peer sent data after its STARTTLS reply")
+	}
+	var cfg *tls.Config
+	if base != nil {
+		cfg = base.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = strings.TrimSuffix(host, ".")
+	}
+	cfg.InsecureSkipVerify = !verify
+	tc := tls.Client(c.raw, cfg)
+	_ = c.raw.SetDeadline(time.Now().Add(c.tmo.startTLS))
+	err = tc.Handshake()
+	_ = c.raw.SetDeadline(time.Time{})
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("handshake timed out after %v: %w", c.tmo.startTLS, err)
+		}
+		return err
+	}
+	c.nc = tc
+	c.br = bufio.NewReaderSize(tc, readBufferSize)
+	c.bw.Reset(tc)
+	st := tc.ConnectionState()
+	c.info.TLS = &TLSInfo{
+		Version:  tlsVersionName(st.Version),
+		Cipher:   tlsCipherName(st.CipherSuite, st.Version),
+		Verified: verify,
+		State:    st,
+	}
+	if len(st.PeerCertificates) > 0 {
+		c.info.TLS.PeerSubjectName = subjectName(st.PeerCertificates[0])
+	}
+	return nil
+}
+
+// tlsVersionName names a version as rustls does (KumoMTA's
+// tls_protocol_version).
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "TLSv1_3"
+	case tls.VersionTLS12:
+		return "TLSv1_2"
+	case tls.VersionTLS11:
+		return "TLSv1_1"
+	case tls.VersionTLS10:
+		return "TLSv1_0"
+	}
+	return tls.VersionName(v)
+}
+
+// tlsCipherName names a suite as rustls does: the IANA name, with TLS 1.3
+// suites prefixed "TLS13_" instead of "TLS_".
+func tlsCipherName(id, version uint16) string {
+	name := tls.CipherSuiteName(id)
+	if version == tls.VersionTLS13 && strings.HasPrefix(name, "TLS_") {
+		return "TLS13_" + name[len("TLS_"):]
+	}
+	return name
+}
+
+// subjectShortNames maps subject attribute OIDs to OpenSSL short names.
+var subjectShortNames = map[string]string{
+	"2.5.4.3":                    "CN",
+	"2.5.4.4":                    "SN",
+	"2.5.4.5":                    "serialNumber",
+	"2.5.4.6":                    "C",
+	"2.5.4.7":                    "L",
+	"2.5.4.8":                    "ST",
+	"2.5.4.9":                    "street",
+	"2.5.4.10":                   "O",
+	"2.5.4.11":                   "OU",
+	"2.5.4.17":                   "postalCode",
+	"2.5.4.42":                   "GN",
+	"1.2.840.113549.1.9.1":       "emailAddress",
+	"0.9.2342.19200300.100.1.25": "DC",
+}
+
+// subjectName lists the certificate's subject entries as "SN=value", in
+// certificate order, as KumoMTA's tls_peer_subject_name.
+func subjectName(cert *x509.Certificate) []string {
+	var out []string
+	for _, atv := range cert.Subject.Names {
+		s, ok := atv.Value.(string)
+		if !ok {
+			continue
+		}
+		name := subjectShortNames[atv.Type.String()]
+		if name == "" {
+			name = atv.Type.String()
+		}
+		out = append(out, name+"="+s)
+	}
+	return out
+}
+
+// roundTrip writes one command line (without CRLF) and reads its reply.
+func (c *Conn) roundTrip(cmd string, timeout time.Duration) (Response, error) {
+	if err := c.writeCommands([]string{cmd}, timeout); err != nil {
+		return Response{}, err
+	}
+	return c.readResponse(cmd, timeout)
+}
+
+// writeCommands writes command lines (without CRLF) and flushes them.
+func (c *Conn) writeCommands(cmds []string, timeout time.Duration) error {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(min(timeout, maxWriteTimeout)))
+	for _, cmd := range cmds {
+		c.bw.WriteString(cmd)
+		c.bw.WriteString("\r\n")
+	}
+	if err := c.bw.Flush(); err != nil {
+		return &ioError{write: true, cmd: cmds[0], timeout: min(timeout, maxWriteTimeout), err: err}
+	}
+	return nil
+}
+
+// readResponse reads the reply to cmd (a command line without CRLF).
+func (c *Conn) readResponse(cmd string, timeout time.Duration) (Response, error) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
+	resp, err := readReply(c.br)
+	if err != nil {
+		return Response{}, &ioError{cmd: cmd, timeout: timeout, err: err}
+	}
+	resp.Command = cmd + "\r\n"
+	return resp, nil
+}
+
+// Info describes the connection. It may be called at any time.
+func (c *Conn) Info() ConnInfo {
+	info := c.info
+	if info.TLS != nil {
+		t := *info.TLS
+		info.TLS = &t
+	}
+	return info
+}
+
+// Extension reports whether the peer advertised an EHLO keyword (case
+// insensitive) and its parameters.
+func (c *Conn) Extension(name string) (param string, ok bool) {
+	param, ok = c.ext[strings.ToUpper(name)]
+	return param, ok
+}
+
+// Extensions returns the EHLO keywords the peer advertised (upper case)
+// with their parameters.
+func (c *Conn) Extensions() map[string]string {
+	out := make(map[string]string, len(c.ext))
+	for k, v := range c.ext {
+		out[k] = v
+	}
+	return out
+}
+
+// Deliveries returns the number of mail transactions started on the
+// connection (each Send that issued MAIL FROM). It may be called at any
+// time.
+func (c *Conn) Deliveries() int { return int(c.deliveries.Load()) }
+
+// Exhausted reports whether the connection has carried the path's
+// max_deliveries_per_connection transactions (0 there means KumoMTA's
+// default, 1024; a negative value means no limit), so that the caller
+// should close it and open another.
+func (c *Conn) Exhausted() bool {
+	return c.maxDeliveries > 0 && c.Deliveries() >= c.maxDeliveries
+}
+
+// Usable reports whether the connection can carry another transaction: it
+// is not closed, no earlier failure broke it, and the peer has neither
+// closed it nor sent an unsolicited reply (such as a 421 on idle timeout)
+// while it was idle. The last check peeks at the socket without blocking
+// on a TCP connection from a Source (other connections are assumed
+// quiet unless their data is already buffered). Usable does not consider
+// Exhausted.
+func (c *Conn) Usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.usableLocked() == nil
+}
+
+// usableLocked checks the connection before a transaction; it marks it
+// broken when the peer went away.
+func (c *Conn) usableLocked() error {
+	if c.closed {
+		return errors.New("connection closed")
+	}
+	if c.broken {
+		return errors.New("connection broken by an earlier failure")
+	}
+	if err := c.checkIdle(); err != nil {
+		c.broken = true
+		c.log.Debug("egress: idle connection lost", "host", c.info.Host, "addr", c.info.Addr.String(), "error", err)
+		return err
+	}
+	return nil
+}
+
+// checkIdle looks for input on an idle connection, where there should be
+// none.
+func (c *Conn) checkIdle() error {
+	if c.br.Buffered() == 0 {
+		pending, err := rawPending(c.raw)
+		if err != nil {
+			return err
+		}
+		if !pending {
+			return nil
+		}
+	}
+	// Something arrived. Over TLS it may be only a session ticket, so look
+	// at the application data, briefly.
+	_ = c.nc.SetReadDeadline(time.Now().Add(probeTimeout))
+	_, err := c.br.Peek(1)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	if err == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(probeTimeout))
+		resp, rerr := readReply(c.br)
+		if rerr == nil {
+			return fmt.Errorf("peer sent an unsolicited reply: %s", resp)
+		}
+		return fmt.Errorf("peer sent unsolicited data: %w", rerr)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return fmt.Errorf("connection lost while idle: %w", err)
+}
+
+// Close ends the session: QUIT (waiting at most two seconds for the
+// reply) unless the connection is broken, then closes the connection. It
+// is safe to call more than once.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	if !c.broken {
+		if err := c.writeCommands([]string{"QUIT"}, quitTimeout); err == nil {
+			_, _ = c.readResponse("QUIT", quitTimeout)
+		}
+	}
+	// Close the TCP connection directly: a TLS close_notify could block on
+	// a peer that stopped reading, and the session is over either way.
+	if err := c.raw.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("egress: closing connection to %s: %w", c.info.Addr, err)
+	}
+	return nil
+}
+
+// peerLabel names the peer in failure texts.
+func (c *Conn) peerLabel() string {
+	label := c.info.Host + "/" + c.info.Addr.String()
+	if c.site != "" {
+		return c.site + " " + label
+	}
+	return label
+}

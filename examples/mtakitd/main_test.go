@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/mtakit/mtakit/internal/smtpsink"
+)
+
+// TestMain lets the tests run mtakitd as a real child process: the test
+// binary re-executes itself with MTAKITD_MAIN=1 and runs main.
+func TestMain(m *testing.M) {
+	if os.Getenv("MTAKITD_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-listen", "nope"}, "-listen"},
+		{[]string{"-http", "8000"}, "-http"},
+		{[]string{"-smarthost", "host-without-port"}, "-smarthost"},
+		{[]string{"-policy", "init.lua"}, "not supported yet"},
+		{[]string{"-tls-cert", "c.pem"}, "together"},
+		{[]string{"-log-level", "chatty"}, "-log-level"},
+		{[]string{"extra"}, "unexpected argument"},
+		{[]string{"-no-such-flag"}, "not defined"},
+	}
+	for _, tc := range tests {
+		err := run(tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-data", filepath.Join(file, "sub"), "-listen", "127.0.0.1:0"}, "data directory"},
+		{[]string{"-data", t.TempDir(), "-listen", busy.Addr().String()}, "address already in use"},
+		{[]string{"-data", t.TempDir(), "-listen", "127.0.0.1:0", "-dkim", filepath.Join(t.TempDir(), "missing.toml")}, "missing.toml"},
+	}
+	for _, tc := range tests {
+		err := run(tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// daemon is mtakitd running as a child process.
+type daemon struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startDaemon(t *testing.T, dataDir, listen, smarthost string) *daemon {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-listen", listen, "-data", dataDir, "-smarthost", smarthost, "-hostname", "mx.test", "-log-level", "warn")
+	cmd.Env = append(os.Environ(), "MTAKITD_MAIN=1")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // surface the daemon's warnings in the test log
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Log("mtakitd:", sc.Text())
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", listen, time.Second)
+		if err == nil {
+			c.Close()
+			return &daemon{cmd: cmd, addr: listen}
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("mtakitd did not start listening on %s", listen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) kill()  { d.cmd.Process.Signal(syscall.SIGKILL); d.cmd.Wait() }
+func (d *daemon) close() { d.cmd.Process.Signal(syscall.SIGTERM); d.cmd.Wait() }
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Every message that got a 250 is delivered at least once although
+// mtakitd is killed with SIGKILL at random moments under load.
+func TestCrashRecovery(t *testing.T) {
+	kills := 10
+	if testing.Short() {
+		kills = 3
+	}
+	sink, err := smtpsink.Start(smtpsink.Options{KeyHeader: "X-Test-Seq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	dataDir := t.TempDir()
+	listen := freeAddr(t)
+	d := startDaemon(t, dataDir, listen, sink.Addr())
+
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	var seq int
+	send := func(n int) {
+		var wg sync.WaitGroup
+		for c := 0; c < 4; c++ {
+			wg.Go(func() {
+				cl, err := smtp.Dial(listen)
+				if err != nil {
+					return // the daemon may be dead right now
+				}
+				defer cl.Close()
+				for i := 0; i < n; i++ {
+					mu.Lock()
+					seq++
+					key := fmt.Sprintf("k%06d", seq)
+					mu.Unlock()
+					msg := "From: a@example.com\r\nX-Test-Seq: " + key + "\r\nSubject: crash\r\n\r\nbody\r\n"
+					if err := cl.SendMail("a@example.com", []string{"r@dest.example"}, strings.NewReader(msg)); err != nil {
+						return // connection cut by the kill: not acknowledged
+					}
+					mu.Lock()
+					acked[key] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for k := 0; k < kills; k++ {
+		done := make(chan struct{})
+		go func() { send(25); close(done) }()
+		time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+		d.kill()
+		<-done
+		d = startDaemon(t, dataDir, listen, sink.Addr())
+	}
+	send(10)
+	defer d.close()
+
+	mu.Lock()
+	keys := make([]string, 0, len(acked))
+	for k := range acked {
+		keys = append(keys, k)
+	}
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = sink.Wait(ctx, func(smtpsink.Stats) bool {
+		for _, k := range keys {
+			if sink.DeliveryCount(k, "r@dest.example") == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	var lost []string
+	for _, k := range keys {
+		if sink.DeliveryCount(k, "r@dest.example") == 0 {
+			lost = append(lost, k)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged messages never delivered (%v): %v", len(lost), len(keys), err, lost)
+	}
+	t.Logf("%d kills, %d acknowledged messages, all delivered; %d duplicates", kills, len(keys), len(sink.Duplicates()))
+}
