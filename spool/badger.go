@@ -117,6 +117,9 @@ type Badger struct {
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
+
+	pendingMu sync.Mutex
+	pending   map[ID]int // queued, uncommitted removals (see Remove)
 }
 
 var _ Spool = (*Badger)(nil)
@@ -127,6 +130,8 @@ type writeOp struct {
 	value []byte // nil with del
 	del   bool
 	done  chan error
+	async bool // a Remove nobody waits for (see Remove)
+	id    ID   // for async ops
 }
 
 // OpenBadger opens (creating if needed) a badger spool in dir. Only one
@@ -174,12 +179,13 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	}
 
 	b := &Badger{
-		db:     db,
-		dir:    dir,
-		log:    log,
-		blog:   blog,
-		writes: make(chan *writeOp, maxGroupOps),
-		stop:   make(chan struct{}),
+		db:      db,
+		dir:     dir,
+		log:     log,
+		blog:    blog,
+		writes:  make(chan *writeOp, maxGroupOps),
+		stop:    make(chan struct{}),
+		pending: make(map[ID]int),
 	}
 	b.bg.Add(1)
 	go b.commitLoop()
@@ -216,13 +222,60 @@ func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
 	return nil
 }
 
-// Remove implements [Spool.Remove]. Removes share commits (and syncs) with
-// concurrent Stores.
+// Remove implements [Spool.Remove]. It does not wait for the commit: a
+// removal lost in a crash only means a retry, so the caller (a delivery
+// worker) need not pay for a sync. The removal is queued for the next
+// group commit, and until then Load and Enumerate treat the ID as absent,
+// so callers see their own removals at once. Close waits for queued
+// removals; a removal that fails to commit is logged.
 func (b *Badger) Remove(ctx context.Context, id ID) error {
-	if err := b.write(ctx, &writeOp{key: badgerKey(id), del: true}); err != nil {
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	return nil
+	if !b.enter() {
+		return fmt.Errorf("spool: remove %s: %w", id, ErrClosed)
+	}
+	b.pendingMu.Lock()
+	b.pending[id]++
+	b.pendingMu.Unlock()
+	op := &writeOp{key: badgerKey(id), del: true, async: true, id: id}
+	select {
+	case b.writes <- op:
+		return nil // leave() is called when the commit is done
+	case <-ctx.Done():
+		b.unpend(id)
+		b.leave()
+		return fmt.Errorf("spool: remove %s: %w", id, ctx.Err())
+	}
+}
+
+// removed reports whether a removal of id is queued but not committed.
+func (b *Badger) removed(id ID) bool {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	return b.pending[id] > 0
+}
+
+func (b *Badger) unpend(id ID) {
+	b.pendingMu.Lock()
+	if b.pending[id]--; b.pending[id] <= 0 {
+		delete(b.pending, id)
+	}
+	b.pendingMu.Unlock()
+}
+
+// finish reports an op's outcome: to the waiting caller, or for an async
+// removal to the log.
+func (b *Badger) finish(op *writeOp, err error) {
+	if !op.async {
+		op.done <- err
+		return
+	}
+	if err != nil {
+		b.log.Error("spool: queued removal failed; the message may be retried after a restart", "id", op.id, "dir", b.dir, "err", err)
+	}
+	b.unpend(op.id)
+	b.leave()
 }
 
 func (b *Badger) write(ctx context.Context, op *writeOp) error {
@@ -296,14 +349,14 @@ func (b *Badger) commitGroup(ops []*writeOp) {
 			if err != nil {
 				// Only this op is bad (a value over the value-log file
 				// size, say); the transaction is unaffected.
-				op.done <- err
+				b.finish(op, err)
 				continue
 			}
 			inTxn = append(inTxn, op)
 		}
 		err := b.commit(txn)
 		for _, op := range inTxn {
-			op.done <- err
+			b.finish(op, err)
 		}
 	}
 }
@@ -330,6 +383,9 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 		return nil, fmt.Errorf("spool: load %s: %w", id, ErrClosed)
 	}
 	defer b.leave()
+	if b.removed(id) {
+		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
+	}
 	var v []byte
 	err := b.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(badgerKey(id))
@@ -411,6 +467,9 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 		for _, e := range chunk {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("spool: enumerate: %w", err)
+			}
+			if b.removed(e.id) {
+				continue
 			}
 			if err := fn(e.id, e.data); err != nil {
 				return err
