@@ -47,9 +47,10 @@
 // HAProxy PROXY and SOCKS5 hops are not implemented; any EgressSource
 // whose Dial goes through a proxy can be used instead.
 //
-// Dial (client.go) connects for one destination and Conn.Send (send.go)
-// runs mail transactions on the connection; the caller (the delivery loop)
-// reuses a Conn while Usable and not Exhausted, and Closes it. Decisions:
+// Dial (client.go, tls.go) connects for one destination and Conn.Send
+// (send.go, conn.go) runs mail transactions on the connection; the caller
+// (the delivery loop) reuses a Conn while Usable and not Exhausted, and
+// Closes it. Decisions:
 //
 //   - The SMTP client is mtakit's own, on net, bufio and crypto/tls;
 //     go-smtp's Client (v0.25.1) is not used. It has no exported STARTTLS

@@ -351,3 +351,21 @@ func TestDataWriteTimeout(t *testing.T) {
 		t.Error("usable after a write timeout")
 	}
 }
+
+func TestNonPipelinedMailRefused(t *testing.T) {
+	opts := scripted(t, func(p *peer) error {
+		// A refused MAIL FROM ends the transaction: no RCPT, but RSET.
+		return p.steps("220 ready", ">EHLO", "250 script.test",
+			">MAIL FROM:<s@example.com>", "452 4.3.1 insufficient storage",
+			">RSET", "250 ok", ">QUIT", "221 bye")
+	})
+	c := dial(t, opts)
+	res := send(t, c, egress.Envelope{Sender: "s@example.com", Recipients: []string{"a@example.com", "b@example.com"},
+		Data: message("m")})
+	for _, r := range res.Recipients {
+		wantCode(t, "recipient", r, 452, "4.3.1")
+	}
+	if res.Rcpt[0].Code != 0 || !c.Usable() {
+		t.Errorf("rcpt %+v usable %v", res.Rcpt[0], c.Usable())
+	}
+}

@@ -23,7 +23,10 @@ type Envelope struct {
 	// Sender is the reverse path without angle brackets; "" is the null
 	// reverse path (bounces).
 	Sender string
-	// Recipients are the forward paths without angle brackets.
+	// Recipients are the forward paths without angle brackets. The caller
+	// splits larger lists into batches of max_recipients_per_batch and
+	// retries recipients refused with 452 (too many recipients) in the next
+	// batch, as KumoMTA does.
 	Recipients []string
 	// Data is the message, headers and body, with CRLF line ends and not
 	// dot-stuffed. It is sent byte for byte: a '.' is doubled after every
@@ -235,8 +238,9 @@ func (c *Conn) Send(ctx context.Context, env Envelope) (SendResult, error) {
 }
 
 // exchange writes cmds and reads their replies: all at once, in windows of
-// pipelineWindow, when pipelining, else one by one. It returns the replies
-// read before any failure.
+// pipelineWindow, when pipelining, else one by one, stopping when the
+// first command (MAIL FROM) is refused. It returns the replies read before
+// any failure.
 func (c *Conn) exchange(cmds []string, tmos []time.Duration, pipelining bool) ([]Response, error) {
 	window := 1
 	if pipelining {
@@ -254,6 +258,9 @@ func (c *Conn) exchange(cmds []string, tmos []time.Duration, pipelining bool) ([
 				return out, err
 			}
 			out = append(out, r)
+			if !pipelining && i == 0 && !r.Success() {
+				return out, nil
+			}
 		}
 	}
 	return out, nil

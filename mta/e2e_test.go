@@ -48,8 +48,18 @@ func (loopbackShaper) Observe(context.Context, string, string, string, shaping.R
 // e2e is a server whose mail for *.test domains goes, by MX, to a sink.
 type e2e struct {
 	*testServer
-	sink *smtpsink.Sink
-	dns  *dnstest.Server
+	sink   *smtpsink.Sink
+	dns    *dnstest.Server
+	shaper loopbackShaper
+}
+
+// srvResolver returns another resolver on the same test DNS server.
+func (e *e2e) srvResolver(t *testing.T) *egress.Resolver {
+	r, err := egress.NewResolver(egress.ResolverOptions{Servers: []string{e.dns.Addr()}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func startE2E(t *testing.T, retry, maxAge time.Duration, sinkOpts smtpsink.Options, edit func(*shaping.PathConfig)) *e2e {
@@ -72,16 +82,17 @@ func startE2E(t *testing.T, retry, maxAge time.Duration, sinkOpts smtpsink.Optio
 	if err != nil {
 		t.Fatal(err)
 	}
+	shaper := loopbackShaper{port: port, edit: edit}
 	ts := startServer(t, spool.NewMemory(), spool.NewMemory(), func(o *mta.Options, _ *listener.Config) {
 		o.HoldDelivery = false
 		o.Resolver = res
-		o.Shaper = loopbackShaper{port: port, edit: edit}
+		o.Shaper = shaper
 		o.TLS = sinkTLS(sink)
 		o.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
 			return mta.QueueConfig{RetryInterval: retry, MaxAge: maxAge}, nil
 		}
 	})
-	return &e2e{testServer: ts, sink: sink, dns: dns}
+	return &e2e{testServer: ts, sink: sink, dns: dns, shaper: shaper}
 }
 
 // checkExactlyOnce asserts every id has exactly one final record, of the

@@ -34,6 +34,7 @@ import (
 	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
+	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/shaping"
 	"github.com/mtakit/mtakit/spool"
@@ -58,6 +59,7 @@ type config struct {
 	tlsKey    string
 	dkimData  string
 	dkimKeys  string
+	dsn       bool
 	logLevel  slog.Level
 	shutdown  time.Duration
 }
@@ -76,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
+	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 30*time.Second, "how long to let transactions finish on shutdown")
 	level := fs.String("log-level", "info", "operational log `level`: debug, info, warn, error")
 	fs.Usage = func() {
@@ -182,6 +185,8 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		Log:        logSink,
 		LogHeaders: []string{"Subject", "Message-ID"},
 		Logger:     log,
+		Classifier: bounce.DefaultClassifier(),
+		DSN:        c.dsn,
 	}
 	if c.smarthost != "" {
 		useSmarthost(&opts, c.smarthost)
