@@ -22,19 +22,21 @@ type attemptOutcome struct {
 	tls    tlsInfo
 }
 
-// deliverOne sends m on sess and settles the outcome.
-func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySession, m *queuedMessage, proto string) {
+// deliverOne sends m on sess and settles the outcome. It reports false
+// when the session could not send at all, leaving m untouched.
+func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySession, m *queuedMessage, proto string) bool {
 	data, err := s.opts.DataSpool.Load(ctx, m.id)
 	if err != nil {
 		if errors.Is(err, spool.ErrNotFound) {
-			// The data is gone (removed by hand, or lost by the storage):
-			// nothing can be sent; say so loudly and retire the message.
-			s.log.Error("message data missing from spool; dropping", "id", m.id, "queue", m.queue)
+			// Meta without data: a store cut short by a crash before the
+			// message was acknowledged (data and meta are written in
+			// parallel), or data removed by hand. Nothing can be sent.
+			s.log.Warn("message data missing from spool (store interrupted before acknowledgement?); dropping", "id", m.id, "queue", m.queue)
 			s.retire(m)
-			return
+			return true
 		}
 		s.settle(m, &attemptOutcome{rq: rq, proto: proto}, uniform(internalReply(451, "4.3.0", "spool load failed: "+err.Error()), len(m.meta.Recipients)))
-		return
+		return true
 	}
 	env := &envelope{
 		id:         m.id.String(),
@@ -45,8 +47,12 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 		attempt:    m.meta.NumAttempts + 1,
 	}
 	replies := sess.Send(ctx, env)
+	if replies == nil {
+		return false
+	}
 	peer, src, ti := sess.Peer()
 	s.settle(m, &attemptOutcome{rq: rq, proto: proto, peer: peer, source: src, tls: ti}, replies)
+	return true
 }
 
 // settle applies the per-recipient replies of one attempt: delivered and

@@ -108,6 +108,13 @@ func (rq *readyQueue) push(m *queuedMessage) {
 	}
 }
 
+// pushFront returns a message that was taken but not attempted.
+func (rq *readyQueue) pushFront(m *queuedMessage) {
+	rq.mu.Lock()
+	rq.msgs = append([]*queuedMessage{m}, rq.msgs...)
+	rq.mu.Unlock()
+}
+
 // take returns the next message, waiting up to idle for one; nil when
 // none came or the server is stopping.
 func (rq *readyQueue) take(idle time.Duration) *queuedMessage {
@@ -183,7 +190,17 @@ func (rq *readyQueue) work() {
 					return
 				}
 			}
-			rq.srv.deliverOne(ctx, rq, sess, m, opener.Protocol())
+			if !rq.srv.deliverOne(ctx, rq, sess, m, opener.Protocol()) {
+				if sent == 0 {
+					// A fresh session that cannot send is a connection
+					// failure; counting it keeps a flapping peer from
+					// making us reconnect in a tight loop.
+					rq.connectionFailed(m, internalReply(451, "4.4.2", "connection became unusable before the transaction"), opener.Protocol())
+				} else {
+					rq.pushFront(m) // the reused session went stale: retry on a fresh one
+				}
+				break
+			}
 			sent++
 			if !sess.Usable() || sent >= max(cfg.MaxDeliveriesPerConnection, 1) {
 				break

@@ -194,24 +194,18 @@ func (s *Server) ReleaseDelivery() { s.sched.setHeld(false) }
 // progress finish. Reception continues.
 func (s *Server) HoldDelivery() { s.sched.setHeld(true) }
 
-// recover loads every message from the meta spool into the queues. A meta
-// entry without data is a message whose store did not complete, so it was
-// never acknowledged; it is removed.
+// recover loads every message from the meta spool into the scheduler,
+// with its due time and attempt count. It reads only the meta spool: a
+// meta entry whose data is missing (a store cut short before the message
+// was acknowledged) is found and dropped when it is first delivered.
 func (s *Server) recover(ctx context.Context) error {
-	var recovered, dropped int
+	var recovered int
 	err := s.opts.MetaSpool.Enumerate(ctx, func(id spool.ID, b []byte) error {
 		m, err := decodeMeta(id, b)
 		if err != nil {
 			// Keep it in the spool for a human to look at; do not guess.
 			s.log.Error("unreadable meta in spool; message left in place", "id", id, "err", err)
 			return nil
-		}
-		if _, err := s.opts.DataSpool.Load(ctx, id); errors.Is(err, spool.ErrNotFound) {
-			s.log.Warn("meta without data in spool (store interrupted before acknowledgement); removing", "id", id)
-			dropped++
-			return s.opts.MetaSpool.Remove(ctx, id)
-		} else if err != nil {
-			return fmt.Errorf("mta: recover %s: %w", id, err)
 		}
 		msg := &Message{id: id, sender: m.Sender, recipients: m.Recipients, meta: m.Meta}
 		s.sched.add(&queuedMessage{id: id, queue: msg.QueueName(), meta: m})
@@ -221,7 +215,7 @@ func (s *Server) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mta: recover spool: %w", err)
 	}
-	s.log.Info("spool recovered", "messages", recovered, "dropped", dropped)
+	s.log.Info("spool recovered", "messages", recovered)
 	return nil
 }
 

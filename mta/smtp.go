@@ -2,6 +2,7 @@ package mta
 
 import (
 	"context"
+	"errors"
 
 	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/mta/logs"
@@ -48,6 +49,9 @@ type smtpSession struct{ conn *egress.Conn }
 
 func (s *smtpSession) Send(ctx context.Context, env *envelope) []reply {
 	res, err := s.conn.Send(ctx, egress.Envelope{Sender: env.sender, Recipients: env.recipients, Data: env.data})
+	if errors.Is(err, egress.ErrConnUnusable) {
+		return nil // nothing was sent: not an attempt
+	}
 	out := make([]reply, len(env.recipients))
 	if len(res.Recipients) == len(env.recipients) {
 		for i, r := range res.Recipients {
@@ -76,7 +80,6 @@ func (s *smtpSession) Peer() (*logs.PeerAddress, *logs.SourceAddress, tlsInfo) {
 	var ti tlsInfo
 	if info.TLS != nil {
 		ti = tlsInfo{cipher: info.TLS.Cipher, version: info.TLS.Version}
-		peer.IsSecure = true
 	}
 	return peer, src, ti
 }
