@@ -25,11 +25,7 @@ import (
 func BenchmarkReception(b *testing.B) {
 	const conns = 10
 	dir := b.TempDir()
-	data, err := spool.OpenBadger(dir+"/data", spool.BadgerOptions{Logger: quietLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	meta, err := spool.OpenBadger(dir+"/meta", spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := spool.OpenBadgerPair(dir+"/spool", spool.BadgerOptions{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -101,11 +97,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 	defer sink.Close()
 	dir := b.TempDir()
-	data, err := spool.OpenBadger(dir+"/data", spool.BadgerOptions{Logger: quietLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	meta, err := spool.OpenBadger(dir+"/meta", spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := spool.OpenBadgerPair(dir+"/spool", spool.BadgerOptions{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

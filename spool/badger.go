@@ -65,13 +65,14 @@ const (
 	enumChunkBytes   = 16 << 20
 )
 
-// keyPrefix namespaces spool entries so the database can hold other
-// records (a format version, say) later without disturbing Enumerate.
+// keyPrefix namespaces the entries of a spool opened with OpenBadger, so
+// the database can hold other records (a format version, say) later
+// without disturbing Enumerate. OpenBadgerPair uses "data/" and "meta/".
 var keyPrefix = []byte("msg/")
 
-func badgerKey(id ID) []byte {
-	k := make([]byte, 0, len(keyPrefix)+len(id))
-	return append(append(k, keyPrefix...), id[:]...)
+func badgerKey(prefix []byte, id ID) []byte {
+	k := make([]byte, 0, len(prefix)+len(id))
+	return append(append(k, prefix...), id[:]...)
 }
 
 // Badger is a durable [Spool] backed by github.com/dgraph-io/badger/v4.
@@ -105,6 +106,18 @@ func badgerKey(id ID) []byte {
 // tree, larger ones in the value log, which a background goroutine garbage
 // collects. Values may be up to 256 MiB.
 type Badger struct {
+	e      *engine
+	prefix []byte
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// engine is one badger database and its group-commit loop, shared by the
+// spools opened on it.
+type engine struct {
+	refs int // open spools; guarded by mu
+
 	db   *badger.DB
 	dir  string
 	log  *slog.Logger
@@ -119,7 +132,7 @@ type Badger struct {
 	inflight sync.WaitGroup
 
 	pendingMu sync.Mutex
-	pending   map[ID]int // queued, uncommitted removals (see Remove)
+	pending   map[string]int // keys of queued, uncommitted removals (see Remove)
 }
 
 var _ Spool = (*Badger)(nil)
@@ -137,6 +150,27 @@ type writeOp struct {
 // OpenBadger opens (creating if needed) a badger spool in dir. Only one
 // process may have a directory open at a time; badger holds a lock file.
 func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
+	e, err := openEngine(dir, opts, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &Badger{e: e, prefix: keyPrefix}, nil
+}
+
+// OpenBadgerPair opens (creating if needed) one badger database in dir
+// holding both of a server's spools, data and meta, as separate key
+// spaces. Stores to both share group commits, so a message's data and
+// meta become durable with one sync instead of two. The database closes
+// when both spools are closed.
+func OpenBadgerPair(dir string, opts BadgerOptions) (data, meta *Badger, err error) {
+	e, err := openEngine(dir, opts, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Badger{e: e, prefix: []byte("data/")}, &Badger{e: e, prefix: []byte("meta/")}, nil
+}
+
+func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
 	if dir == "" {
 		return nil, errors.New("spool: open badger: empty directory path")
 	}
@@ -178,14 +212,15 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 		return nil, fmt.Errorf("spool: open badger at %s: %w", dir, err)
 	}
 
-	b := &Badger{
+	b := &engine{
+		refs:    refs,
 		db:      db,
 		dir:     dir,
 		log:     log,
 		blog:    blog,
 		writes:  make(chan *writeOp, maxGroupOps),
 		stop:    make(chan struct{}),
-		pending: make(map[ID]int),
+		pending: make(map[string]int),
 	}
 	b.bg.Add(1)
 	go b.commitLoop()
@@ -199,7 +234,7 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 // enter registers an in-flight call; it reports false once Close has
 // begun. Unlike an RWMutex held for the call's duration it lets fn passed
 // to Enumerate call Store while Close waits.
-func (b *Badger) enter() bool {
+func (b *engine) enter() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -209,14 +244,17 @@ func (b *Badger) enter() bool {
 	return true
 }
 
-func (b *Badger) leave() { b.inflight.Done() }
+func (b *engine) leave() { b.inflight.Done() }
 
 // Store implements [Spool.Store]: when it returns nil, data is synced to
 // disk. Badger does not copy data, but Store does not return before the
 // commit is done, so data is not retained. Once the write is queued, ctx
 // is no longer consulted: abandoning it would leave the outcome unknown.
 func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
-	if err := b.write(ctx, &writeOp{key: badgerKey(id), value: data}); err != nil {
+	if b.isClosed() {
+		return fmt.Errorf("spool: store %s: %w", id, ErrClosed)
+	}
+	if err := b.e.write(ctx, &writeOp{key: badgerKey(b.prefix, id), value: data}); err != nil {
 		return fmt.Errorf("spool: store %s: %w", id, err)
 	}
 	return nil
@@ -232,41 +270,49 @@ func (b *Badger) Remove(ctx context.Context, id ID) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	if !b.enter() {
+	e := b.e
+	if b.isClosed() || !e.enter() {
 		return fmt.Errorf("spool: remove %s: %w", id, ErrClosed)
 	}
-	b.pendingMu.Lock()
-	b.pending[id]++
-	b.pendingMu.Unlock()
-	op := &writeOp{key: badgerKey(id), del: true, async: true, id: id}
+	key := badgerKey(b.prefix, id)
+	e.pendingMu.Lock()
+	e.pending[string(key)]++
+	e.pendingMu.Unlock()
+	op := &writeOp{key: key, del: true, async: true, id: id}
 	select {
-	case b.writes <- op:
+	case e.writes <- op:
 		return nil // leave() is called when the commit is done
 	case <-ctx.Done():
-		b.unpend(id)
-		b.leave()
+		e.unpend(key)
+		e.leave()
 		return fmt.Errorf("spool: remove %s: %w", id, ctx.Err())
 	}
 }
 
-// removed reports whether a removal of id is queued but not committed.
-func (b *Badger) removed(id ID) bool {
-	b.pendingMu.Lock()
-	defer b.pendingMu.Unlock()
-	return b.pending[id] > 0
+func (b *Badger) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
 }
 
-func (b *Badger) unpend(id ID) {
+// removed reports whether a removal of id is queued but not committed.
+func (b *engine) removed(key []byte) bool {
 	b.pendingMu.Lock()
-	if b.pending[id]--; b.pending[id] <= 0 {
-		delete(b.pending, id)
+	defer b.pendingMu.Unlock()
+	return b.pending[string(key)] > 0
+}
+
+func (b *engine) unpend(key []byte) {
+	b.pendingMu.Lock()
+	if b.pending[string(key)]--; b.pending[string(key)] <= 0 {
+		delete(b.pending, string(key))
 	}
 	b.pendingMu.Unlock()
 }
 
 // finish reports an op's outcome: to the waiting caller, or for an async
 // removal to the log.
-func (b *Badger) finish(op *writeOp, err error) {
+func (b *engine) finish(op *writeOp, err error) {
 	if !op.async {
 		op.done <- err
 		return
@@ -274,11 +320,11 @@ func (b *Badger) finish(op *writeOp, err error) {
 	if err != nil {
 		b.log.Error("spool: queued removal failed; the message may be retried after a restart", "id", op.id, "dir", b.dir, "err", err)
 	}
-	b.unpend(op.id)
+	b.unpend(op.key)
 	b.leave()
 }
 
-func (b *Badger) write(ctx context.Context, op *writeOp) error {
+func (b *engine) write(ctx context.Context, op *writeOp) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -306,7 +352,7 @@ func (op *writeOp) apply(txn *badger.Txn) error {
 // every other write already queued, and commits them together. Writes
 // arriving during a commit queue up for the next one, so the number of
 // syncs adapts to load instead of growing with it.
-func (b *Badger) commitLoop() {
+func (b *engine) commitLoop() {
 	defer b.bg.Done()
 	group := make([]*writeOp, 0, maxGroupOps)
 	for {
@@ -335,7 +381,7 @@ func (b *Badger) commitLoop() {
 
 // commitGroup commits ops in as few transactions as badger's size limit
 // allows and reports each op's outcome on its done channel.
-func (b *Badger) commitGroup(ops []*writeOp) {
+func (b *engine) commitGroup(ops []*writeOp) {
 	for len(ops) > 0 {
 		txn := b.db.NewTransaction(true)
 		var inTxn []*writeOp
@@ -361,7 +407,7 @@ func (b *Badger) commitGroup(ops []*writeOp) {
 	}
 }
 
-func (b *Badger) commit(txn *badger.Txn) error {
+func (b *engine) commit(txn *badger.Txn) error {
 	defer txn.Discard()
 	if err := txn.Commit(); err != nil {
 		return err
@@ -379,16 +425,18 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("spool: load %s: %w", id, err)
 	}
-	if !b.enter() {
+	e := b.e
+	if b.isClosed() || !e.enter() {
 		return nil, fmt.Errorf("spool: load %s: %w", id, ErrClosed)
 	}
-	defer b.leave()
-	if b.removed(id) {
+	defer e.leave()
+	key := badgerKey(b.prefix, id)
+	if e.removed(key) {
 		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
 	}
 	var v []byte
-	err := b.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(badgerKey(id))
+	err := e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
 		if err != nil {
 			return err
 		}
@@ -413,10 +461,12 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 // Consequently it is not a snapshot: a value stored during enumeration with
 // an ID beyond the current position is visited.
 func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error {
-	if !b.enter() {
+	eng := b.e
+	if b.isClosed() || !eng.enter() {
 		return fmt.Errorf("spool: enumerate: %w", ErrClosed)
 	}
-	defer b.leave()
+	defer eng.leave()
+	prefix := b.prefix
 	type entry struct {
 		id   ID
 		data []byte
@@ -424,27 +474,27 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: enumerate: %w", err)
 	}
-	seek := keyPrefix
+	seek := prefix
 	for {
 		var chunk []entry
-		err := b.db.View(func(txn *badger.Txn) error {
+		err := eng.db.View(func(txn *badger.Txn) error {
 			iopts := badger.DefaultIteratorOptions
-			iopts.Prefix = keyPrefix
+			iopts.Prefix = prefix
 			iopts.PrefetchValues = false // values are copied one by one below
 			it := txn.NewIterator(iopts)
 			defer it.Close()
 			size := 0
-			for it.Seek(seek); it.ValidForPrefix(keyPrefix); it.Next() {
+			for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
 				if len(chunk) >= enumChunkEntries || (len(chunk) > 0 && size >= enumChunkBytes) {
 					break
 				}
 				item := it.Item()
 				k := item.Key()
 				var e entry
-				if len(k) != len(keyPrefix)+len(e.id) {
+				if len(k) != len(prefix)+len(e.id) {
 					return fmt.Errorf("malformed key %q", k)
 				}
-				copy(e.id[:], k[len(keyPrefix):])
+				copy(e.id[:], k[len(prefix):])
 				v, err := item.ValueCopy(nil)
 				if err != nil {
 					return fmt.Errorf("read %s: %w", e.id, err)
@@ -468,7 +518,7 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("spool: enumerate: %w", err)
 			}
-			if b.removed(e.id) {
+			if eng.removed(badgerKey(prefix, e.id)) {
 				continue
 			}
 			if err := fn(e.id, e.data); err != nil {
@@ -478,12 +528,12 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 		// Resume just after the last key: keys have a fixed length, so
 		// appending a zero byte gives the smallest key greater than it.
 		last := chunk[len(chunk)-1].id
-		seek = append(badgerKey(last), 0)
+		seek = append(badgerKey(prefix, last), 0)
 	}
 }
 
 // gcLoop runs value-log GC every interval until Close.
-func (b *Badger) gcLoop(interval time.Duration) {
+func (b *engine) gcLoop(interval time.Duration) {
 	defer b.bg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -513,14 +563,27 @@ func (b *Badger) gcLoop(interval time.Duration) {
 	}
 }
 
-// Close waits for in-flight calls to finish, stops the background
-// goroutines and closes the database. Calls made once Close has begun,
-// including a second Close, fail with ErrClosed.
+// Close closes this spool; calls made once Close has begun, including a
+// second Close, fail with ErrClosed. When the last spool on the database
+// is closed, Close waits for in-flight calls (and queued removals) to
+// finish, stops the background goroutines and closes the database.
 func (b *Badger) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
+	}
+	b.closed = true
+	b.mu.Unlock()
+	return b.e.release()
+}
+
+func (b *engine) release() error {
+	b.mu.Lock()
+	b.refs--
+	if b.refs > 0 {
+		b.mu.Unlock()
+		return nil
 	}
 	b.closed = true
 	b.mu.Unlock()

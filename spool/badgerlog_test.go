@@ -63,7 +63,7 @@ func TestBadgerRefusesWritesAfterSyncFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What badger's value log does when its msync fails.
-	b.blog.Errorf(vlogSyncFailurePrefix+": %v\n", "input/output error")
+	b.e.blog.Errorf(vlogSyncFailurePrefix+": %v\n", "input/output error")
 	for range 2 {
 		err := b.Store(ctx, NewID(), []byte("after"))
 		if err == nil || !strings.Contains(err.Error(), "input/output error") {

@@ -15,11 +15,7 @@ import (
 )
 
 func main() {
-	data, err := spool.OpenBadger("embed-data/spool/data", spool.BadgerOptions{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	meta, err := spool.OpenBadger("embed-data/spool/meta", spool.BadgerOptions{})
+	data, meta, err := spool.OpenBadgerPair("embed-data/spool", spool.BadgerOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}
