@@ -159,8 +159,8 @@ func (s *Server) logOutcome(t logs.RecordType, m *queuedMessage, rcpt string, r 
 		NumAttempts:          attempts,
 		BounceClassification: "Uncategorized",
 		NodeID:               s.nodeID,
-		Meta:                 s.recordMetaFrom(m.meta.Meta),
-		Headers:              map[string]any{},
+		Meta:                 s.recordMeta(m.meta.Meta),
+		Headers:              m.meta.Headers,
 		TLSCipher:            o.tls.cipher,
 		TLSProtocolVersion:   o.tls.version,
 	}

@@ -88,6 +88,7 @@ func startE2E(t *testing.T, retry, maxAge time.Duration, sinkOpts smtpsink.Optio
 		o.Resolver = res
 		o.Shaper = shaper
 		o.TLS = sinkTLS(sink)
+		o.LogHeaders = []string{"Subject"}
 		o.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
 			return mta.QueueConfig{RetryInterval: retry, MaxAge: maxAge}, nil
 		}
@@ -158,6 +159,11 @@ func TestEndToEndDeliveryRetryBounce(t *testing.T) {
 	d := e.testServer.sink.ofType(logs.Delivery)
 	if len(d) == 0 || d[0].Site != "unspecified->mx.dest.test@smtp_client" || d[0].DeliveryProtocol == nil || *d[0].DeliveryProtocol != "ESMTP" {
 		t.Errorf("delivery record %+v", d[0])
+	}
+	for _, r := range d {
+		if s, _ := r.Headers["Subject"].(string); !strings.HasPrefix(s, "m") && s != "retry" {
+			t.Errorf("delivery record headers %v lack the Subject captured at reception", r.Headers)
+		}
 	}
 }
 

@@ -12,10 +12,14 @@ import (
 // metadata and the scheduling state. It is JSON so that it stays readable
 // with generic tools and can grow fields without a migration.
 type storedMeta struct {
-	Version     int            `json:"v"`
-	Sender      string         `json:"sender"`
-	Recipients  []string       `json:"recipients"`
-	Meta        map[string]any `json:"meta,omitempty"`
+	Version    int            `json:"v"`
+	Sender     string         `json:"sender"`
+	Recipients []string       `json:"recipients"`
+	Meta       map[string]any `json:"meta,omitempty"`
+	// Headers holds the values of Options.LogHeaders captured at
+	// reception, so records of later events can carry them without
+	// loading the message.
+	Headers     map[string]any `json:"headers,omitempty"`
 	Due         time.Time      `json:"due,omitzero"`
 	NumAttempts int            `json:"num_attempts,omitempty"`
 }

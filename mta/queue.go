@@ -19,8 +19,6 @@ type queuedMessage struct {
 	index int // position in the due heap; -1 when not scheduled
 }
 
-func (m *queuedMessage) due() time.Time { return m.meta.Due }
-
 // dueHeap orders scheduled messages by due time.
 type dueHeap []*queuedMessage
 

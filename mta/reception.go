@@ -182,7 +182,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	errs := make([]error, len(msgs))
 	var wg sync.WaitGroup
 	for i, m := range msgs {
-		metas[i] = &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta}
+		metas[i] = &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
 		wg.Go(func() { errs[i] = s.store(ctx, m, metas[i]) })
 	}
 	wg.Wait()
@@ -199,7 +199,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	for i, m := range msgs {
 		ids[i] = m.id
 		qm := &queuedMessage{id: m.id, queue: m.QueueName(), meta: metas[i]}
-		s.logReception(r, m, qm.queue, now)
+		s.logReception(r, m, metas[i], now)
 		s.sched.add(qm)
 	}
 	return ids, nil
@@ -266,21 +266,21 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, queue string, now time.Time) {
+func (s *Server) logReception(r *reception, m *Message, meta *storedMeta, now time.Time) {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
 		Sender:               m.sender,
 		Recipient:            m.recipients,
-		Queue:                queue,
+		Queue:                m.QueueName(),
 		Size:                 int64(len(m.data)),
 		Response:             logResponse(250, smtp.EnhancedCode{2, 0, 0}, "OK ids="+m.id.String()),
 		NumAttempts:          0,
 		BounceClassification: "Uncategorized",
 		ReceptionProtocol:    ptr(r.protocol),
 		NodeID:               s.nodeID,
-		Meta:                 s.recordMeta(m),
-		Headers:              s.recordHeaders(m),
+		Meta:                 s.recordMeta(m.meta),
+		Headers:              meta.Headers,
 	}
 	if r.session != nil {
 		rec.PeerAddress = &logs.PeerAddress{Name: r.session.EHLO, Addr: r.session.PeerAddr.Addr().String()}
@@ -296,9 +296,8 @@ func (s *Server) logReception(r *reception, m *Message, queue string, now time.T
 	}
 }
 
-func (s *Server) recordMeta(m *Message) map[string]any { return s.recordMetaFrom(m.meta) }
-
-func (s *Server) recordMetaFrom(meta map[string]any) map[string]any {
+// recordMeta picks the Options.LogMeta keys for a log record.
+func (s *Server) recordMeta(meta map[string]any) map[string]any {
 	out := make(map[string]any, len(s.opts.LogMeta))
 	for _, k := range s.opts.LogMeta {
 		if v, ok := meta[k]; ok {
@@ -308,7 +307,12 @@ func (s *Server) recordMetaFrom(meta map[string]any) map[string]any {
 	return out
 }
 
+// recordHeaders captures the Options.LogHeaders values of a message; nil
+// when none are configured or present.
 func (s *Server) recordHeaders(m *Message) map[string]any {
+	if len(s.opts.LogHeaders) == 0 {
+		return nil
+	}
 	out := make(map[string]any, len(s.opts.LogHeaders))
 	for _, name := range s.opts.LogHeaders {
 		if v, ok := m.Header(name); ok {

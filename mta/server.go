@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -200,6 +201,7 @@ func (s *Server) HoldDelivery() { s.sched.setHeld(true) }
 // was acknowledged) is found and dropped when it is first delivered.
 func (s *Server) recover(ctx context.Context) error {
 	var recovered int
+	start := time.Now()
 	err := s.opts.MetaSpool.Enumerate(ctx, func(id spool.ID, b []byte) error {
 		m, err := decodeMeta(id, b)
 		if err != nil {
@@ -215,7 +217,7 @@ func (s *Server) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mta: recover spool: %w", err)
 	}
-	s.log.Info("spool recovered", "messages", recovered)
+	s.log.Info("spool recovered", "messages", recovered, "duration", time.Since(start))
 	return nil
 }
 
