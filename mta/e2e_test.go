@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
 	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/internal/dnstest"
 	"github.com/mtakit/mtakit/internal/smtpsink"
@@ -171,9 +172,20 @@ func TestEndToEndExpiration(t *testing.T) {
 	e := startE2E(t, 50*time.Millisecond, 400*time.Millisecond, smtpsink.Options{}, nil)
 	rc := dialRaw(t, e.addr)
 	ehlo(rc)
-	ids := sendMail(t, rc, "s@example.com", []string{"tempfail@dest.test"}, testMessage("exp", "x"))
+	e.dns.SetRcode("servfail.test", dns.RcodeServerFailure)
+	want := map[string]logs.RecordType{}
+	for _, rcpt := range []string{"tempfail@dest.test", "x@servfail.test"} {
+		for _, id := range sendMail(t, rc, "s@example.com", []string{rcpt}, testMessage("exp", "x")) {
+			want[id] = logs.Expiration
+		}
+	}
 	waitFor(t, "expiration", 20*time.Second, func() bool { return e.srv.QueuedCount() == 0 })
-	checkExactlyOnce(t, e.testServer.sink, map[string]logs.RecordType{ids[0]: logs.Expiration})
+	checkExactlyOnce(t, e.testServer.sink, want)
+	for _, r := range e.testServer.sink.ofType(logs.TransientFailure) {
+		if r.Recipient[0] == "x@servfail.test" && !strings.HasPrefix(r.Response.Content, "KumoMTA internal: failed to resolve servfail.test") {
+			t.Errorf("DNS failure response %q", r.Response.Content)
+		}
+	}
 }
 
 // Faults at the destination each cost a transient failure; the message is
@@ -182,19 +194,26 @@ func TestEndToEndFaultsCostOneRetry(t *testing.T) {
 	faults := []struct {
 		name  string
 		fault smtpsink.Fault
+		tls   bool
 	}{
-		{"garbage banner", smtpsink.Fault{Stage: smtpsink.StageConnect, Action: smtpsink.Garbage}},
-		{"close after banner", smtpsink.Fault{Stage: smtpsink.StageConnect, Action: smtpsink.Disconnect, Code: 220}},
-		{"disconnect at MAIL", smtpsink.Fault{Stage: smtpsink.StageMail, Action: smtpsink.Disconnect}},
-		{"disconnect in DATA", smtpsink.Fault{Stage: smtpsink.StageDataStart, Action: smtpsink.Disconnect}},
-		{"stall at RCPT", smtpsink.Fault{Stage: smtpsink.StageRcpt, Action: smtpsink.Hang}},
-		{"stall after dot", smtpsink.Fault{Stage: smtpsink.StageData, Action: smtpsink.Hang}},
-		{"421 at DATA end", smtpsink.Fault{Stage: smtpsink.StageData, Code: 421, Enhanced: smtp.EnhancedCode{4, 3, 2}}},
+		{"broken TLS handshake", smtpsink.Fault{Stage: smtpsink.StageStartTLS, Action: smtpsink.Garbage}, true},
+		{"TLS handshake dropped", smtpsink.Fault{Stage: smtpsink.StageStartTLS, Action: smtpsink.Disconnect}, true},
+		{"garbage banner", smtpsink.Fault{Stage: smtpsink.StageConnect, Action: smtpsink.Garbage}, false},
+		{"close after banner", smtpsink.Fault{Stage: smtpsink.StageConnect, Action: smtpsink.Disconnect, Code: 220}, false},
+		{"disconnect at MAIL", smtpsink.Fault{Stage: smtpsink.StageMail, Action: smtpsink.Disconnect}, false},
+		{"disconnect in DATA", smtpsink.Fault{Stage: smtpsink.StageDataStart, Action: smtpsink.Disconnect}, false},
+		{"stall at RCPT", smtpsink.Fault{Stage: smtpsink.StageRcpt, Action: smtpsink.Hang}, false},
+		{"stall after dot", smtpsink.Fault{Stage: smtpsink.StageData, Action: smtpsink.Hang}, false},
+		{"421 at DATA end", smtpsink.Fault{Stage: smtpsink.StageData, Code: 421, Enhanced: smtp.EnhancedCode{4, 3, 2}}, false},
 	}
 	for _, tc := range faults {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startE2E(t, 100*time.Millisecond, time.Hour, smtpsink.Options{HangLimit: 10 * time.Second}, func(pc *shaping.PathConfig) {
+			e := startE2E(t, 100*time.Millisecond, time.Hour, smtpsink.Options{HangLimit: 10 * time.Second, TLS: tc.tls}, func(pc *shaping.PathConfig) {
 				pc.BannerTimeout, pc.RcptToTimeout, pc.DataDotTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+				pc.StartTLSTimeout = 500 * time.Millisecond
+				if tc.tls {
+					pc.EnableTLS = shaping.OpportunisticInsecure
+				}
 			})
 			f := tc.fault
 			f.Times = 1
