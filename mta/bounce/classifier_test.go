@@ -3,7 +3,7 @@ package bounce
 import (
 	"fmt"
 	"math/rand/v2"
-	"slices"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -204,23 +204,42 @@ func TestDefaultReportClasses(t *testing.T) {
 // matchingRule describes the rule that decides line, for failure output.
 func matchingRule(c *Classifier, line string) string {
 	for _, r := range c.Rules() {
-		if c.rules[slices.IndexFunc(c.rules, func(cr compiledRule) bool { return cr.pattern == r.Pattern && cr.class == r.Class })].re.MatchString(line) {
+		if regexp.MustCompile(r.Pattern).MatchString(line) {
 			return fmt.Sprintf("%s %s %q", r.Origin, r.Class, r.Pattern)
 		}
 	}
 	return "(none)"
 }
 
-// slowClassify is the reference semantics: the first rule whose regexp
-// matches, without any prefilter.
+// slowClassify is the reference semantics: the first rule, as loaded,
+// whose regexp matches, without any prefilter, window or rewriting.
 func slowClassify(c *Classifier, line string) string {
-	for _, r := range c.rules {
+	refMu.Lock()
+	ref, ok := refs[c]
+	if !ok {
+		for _, r := range c.Rules() {
+			ref = append(ref, refRule{r.Class, regexp.MustCompile(r.Pattern)})
+		}
+		refs[c] = ref
+	}
+	refMu.Unlock()
+	for _, r := range ref {
 		if r.re.MatchString(line) {
 			return r.class
 		}
 	}
 	return Uncategorized
 }
+
+type refRule struct {
+	class string
+	re    *regexp.Regexp
+}
+
+var (
+	refMu sync.Mutex
+	refs  = map[*Classifier][]refRule{}
+)
 
 func TestClassifyLineForms(t *testing.T) {
 	c := DefaultClassifier()
@@ -322,12 +341,18 @@ func TestPrefilterAgreesWithRegexps(t *testing.T) {
 		"policy DMARC SPF timeout connection refused reset domain not found host sender address rejected " +
 		"recipient invalid account disabled greylisted too many recipients message size exceeds expired " +
 		"virus attachment loop TLS certificate x509 lookup failed 5.1.1 5.7.1 4.2.2 4.4.1 5.5.3 : ; [ ] . , " +
-		"USER Unknown MailBox FULL does not exist doesn't have an account no such")
+		"USER Unknown MailBox FULL does not exist doesn't have an account no such " +
+		"utilisateur inconnu bo\u00eete pleine \u212Aelvin \u017Fpam d\u00e9j\u00e0 \xff")
 	codes := []string{"550 ", "421 ", "452 ", "554 ", "250 ", "451 ", "5", "", "550 5.1.1 ", "452 4.2.2 ", "551 5.4.7 "}
-	for range 20000 {
+	n := 2500
+	if testing.Short() || raceEnabled {
+		n = 300
+	}
+	for range n {
 		var b strings.Builder
 		b.WriteString(codes[rng.IntN(len(codes))])
-		for j := rng.IntN(12); j > 0; j-- {
+		// Up to 60 words: long lines exercise the match windows.
+		for j := rng.IntN(60); j > 0; j-- {
 			b.WriteString(words[rng.IntN(len(words))])
 			if rng.IntN(4) > 0 {
 				b.WriteByte(' ')
@@ -338,6 +363,76 @@ func TestPrefilterAgreesWithRegexps(t *testing.T) {
 	for _, line := range lines {
 		if got, want := c.ClassifyLine(line), slowClassify(c, line); got != want {
 			t.Errorf("%q: prefiltered %s, regexps %s", line, got, want)
+		}
+	}
+}
+
+// TestWindowedMatching checks rules whose matches are found in windows
+// around needles, with assertions at the window edges, on long random
+// lines, each rule alone and all together, against the plain regexps.
+func TestWindowedMatching(t *testing.T) {
+	patterns := []string{
+		`\bfoo\b`,
+		`(?i)\bbar baz\b`,
+		`qux$`,
+		`^4\d\d .{0,20}quux`,
+		`(?i)(alpha|beta) .{0,10}gamma`,
+		`(?i)delta(\s+epsilon)?\b`,
+		`zeta\B`,
+		`\Beta`,
+		`(?i)x{2,4}yz`,
+		`(?i)(one|two)+ three`,
+		`(?i)four|^five|six$`,
+		`(?m)^seven`,
+		`eight.*nine`,
+		`[a-c]{2}ten`,
+	}
+	words := strings.Fields("foo Foo foox xfoo bar baz BAR BAZ qux quux 421 550 alpha beta gamma GAMMA " +
+		"delta epsilon zeta zetas beta eta xx xxx xxxxx yz yZ one two three ONE four five six seven eight nine " +
+		"abten cten ten . , ; - x y z \t")
+	b := NewBuilder()
+	for i, p := range patterns {
+		if err := b.AddRule(fmt.Sprint("C", i), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := b.Build()
+	var singles []*Classifier
+	for i, p := range patterns {
+		sb := NewBuilder()
+		sb.AddRule(fmt.Sprint("C", i), p)
+		singles = append(singles, sb.Build())
+	}
+	windowed := 0
+	for _, r := range all.rules {
+		if r.windowed {
+			windowed++
+		}
+	}
+	if windowed < 8 {
+		t.Fatalf("only %d windowed rules", windowed)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	n := 4000
+	if testing.Short() || raceEnabled {
+		n = 500
+	}
+	for range n {
+		var sb strings.Builder
+		for j := rng.IntN(80); j > 0; j-- {
+			sb.WriteString(words[rng.IntN(len(words))])
+			if rng.IntN(5) > 0 {
+				sb.WriteByte(' ')
+			}
+		}
+		line := sb.String()
+		if got, want := all.ClassifyLine(line), slowClassify(all, line); got != want {
+			t.Errorf("all rules on %q: prefiltered %s, regexps %s", line, got, want)
+		}
+		for i, c := range singles {
+			if got, want := c.ClassifyLine(line), slowClassify(c, line); got != want {
+				t.Errorf("%s on %q: prefiltered %s, regexps %s", patterns[i], line, got, want)
+			}
 		}
 	}
 }

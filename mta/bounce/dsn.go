@@ -66,9 +66,14 @@ type DSNOptions struct {
 	// brackets; empty means a random one at ReportingMTA.
 	MessageID string
 	// Subject overrides the default subject ("Undelivered Mail Returned
-	// to Sender", or "Delayed Mail (still being retried)" when every
-	// recipient is delayed).
+	// to Sender"; "Delayed Mail (still being retried)" when no recipient
+	// failed and some are delayed; "Successful Mail Delivery Report"
+	// otherwise).
 	Subject string
+	// From overrides the default From field, "Mail Delivery System
+	// <MAILER-DAEMON@ReportingMTA>" (KumoMTA's generator, for instance,
+	// writes "Mail Delivery Subsystem <mailer-daemon@host>").
+	From string
 }
 
 // RecipientStatus is the fate of one recipient of the original message.
@@ -199,7 +204,11 @@ func BuildDSN(opts DSNOptions) ([]byte, error) {
 	eightBit := global || headersGlobal
 
 	var b bytes.Buffer
-	writeField(&b, "From", "Mail Delivery System <MAILER-DAEMON@"+host+">")
+	from := oneLine(opts.From)
+	if from == "" {
+		from = "Mail Delivery System <MAILER-DAEMON@" + host + ">"
+	}
+	writeField(&b, "From", from)
 	writeField(&b, "To", "<"+sender+">")
 	writeField(&b, "Subject", encodeHeaderText(subject))
 	writeField(&b, "Date", date.Format(dateLayout))

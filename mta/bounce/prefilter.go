@@ -9,29 +9,33 @@ import (
 )
 
 // This file derives, from each rule's parsed regular expression, cheap
-// necessary conditions that a line must meet for the expression to match
-// it. Classify checks them before running the expression, so that of the
-// many rules only the one or two that can plausibly match are run.
+// necessary conditions that a response line must meet for the
+// expression to match it, so that of the many rules only the one or two
+// that can plausibly match are run, and only on the part of the line
+// where they can match.
 //
-// The conditions are stated over the line lowered to ASCII lower case,
-// and they are only used when the line is pure ASCII (SMTP replies
-// almost always are); for any other line every rule's expression is run.
-// Restricting to ASCII makes the reasoning simple and exact: one
-// character is one byte, a case-insensitive literal can only meet the
-// ASCII members of its case-folding orbit, and a non-ASCII literal can
-// never match at all.
+// The conditions are stated over the "folded line": the line with one
+// byte per character, ASCII letters lowered, the two non-ASCII letters
+// whose case folding reaches ASCII (the Kelvin sign and long s) replaced
+// by k and s, and every other non-ASCII character (or invalid byte)
+// replaced by the placeholder byte 0x80. For a pure ASCII line (SMTP
+// replies almost always are) the folded line is the lowered line, with
+// the same offsets.
 //
-// Two kinds of condition are derived:
+// Three kinds of condition are derived:
 //
-//   - For an expression anchored at the start of the text (^ or \A),
-//     the sets of bytes allowed at each of its first positions, for as
-//     long as the expression's length is fixed: ^5\d\d [45]\.1\.1 gives
+//   - For an expression anchored at the start of the text (^ or \A), the
+//     sets of bytes allowed at each of its first positions, for as long
+//     as the expression's length is fixed: ^5\d\d [45]\.1\.1 gives
 //     [5][0-9][0-9][ ][45][.][1][.][1][ ].
-//   - Conjunctions of "one of these literals must occur" sets, following
-//     the idea of Russ Cox's trigram index (codesearch): (?i)mailbox
-//     (is )?full requires one of {"mailbox full", "mailbox is full"}.
-//     All literals of all rules are found in one pass over the line by
-//     an Aho-Corasick automaton.
+//   - Conjunctions of "one of these literals must occur" sets ("needles"),
+//     following the idea of Russ Cox's trigram index (codesearch):
+//     (?i)mailbox (is )?full requires one of {"mailbox full",
+//     "mailbox is full"}. All needles of all rules are found in one pass
+//     over the folded line by an Aho-Corasick automaton.
+//   - For each needle set, bounds on how far a match can extend before
+//     and after the needle, so the expression need only run on a window
+//     around each occurrence (see Classifier.matches).
 
 const (
 	maxExactSet   = 16 // largest set of strings tracked for a sub-expression
@@ -39,27 +43,40 @@ const (
 	maxConjuncts  = 3  // most "one of" sets kept per rule
 	minNeedleLen  = 3  // shortest literal worth looking for
 	maxPositional = 32 // most leading positions checked for anchored rules
+	maxNeedleLen  = 12 // longest needle (longer ones are cut to this)
+	placeholder   = 0x80
 )
 
 // byteSet is a set of bytes.
 type byteSet [4]uint64
 
-func (s *byteSet) add(b byte)           { s[b>>6] |= 1 << (b & 63) }
-func (s *byteSet) has(b byte) bool      { return s[b>>6]&(1<<(b&63)) != 0 }
-func (s *byteSet) union(t *byteSet)     { s[0] |= t[0]; s[1] |= t[1]; s[2] |= t[2]; s[3] |= t[3] }
-func (s *byteSet) full() bool           { return s[0]&s[1]&s[2]&s[3] == ^uint64(0) }
-func (s *byteSet) addRange(lo, hi rune) { addRuneRange(s, lo, hi) }
+func (s *byteSet) add(b byte)       { s[b>>6] |= 1 << (b & 63) }
+func (s *byteSet) has(b byte) bool  { return s[b>>6]&(1<<(b&63)) != 0 }
+func (s *byteSet) union(t *byteSet) { s[0] |= t[0]; s[1] |= t[1]; s[2] |= t[2]; s[3] |= t[3] }
 
-// addRuneRange adds to s the lowered ASCII bytes in [lo, hi].
-func addRuneRange(s *byteSet, lo, hi rune) {
-	if lo >= utf8.RuneSelf {
-		return
-	}
-	hi = min(hi, utf8.RuneSelf-1)
-	for r := lo; r <= hi; r++ {
+// full reports whether s holds every byte the folded line can contain.
+func (s *byteSet) full() bool {
+	return s[0] == ^uint64(0) && s[1]|(0x3ffffff<<1) == ^uint64(0) && s.has(placeholder)
+}
+
+// addRange adds to s the folded-line bytes of the characters in [lo, hi].
+func (s *byteSet) addRange(lo, hi rune) {
+	for r := lo; r <= min(hi, utf8.RuneSelf-1); r++ {
 		s.add(lowerASCII(byte(r)))
 	}
+	if hi >= utf8.RuneSelf {
+		s.add(placeholder)
+		for _, r := range foldsToASCII {
+			if lo <= r && r <= hi {
+				s.add(byte(asciiFold(r)))
+			}
+		}
+	}
 }
+
+// foldsToASCII are the non-ASCII runes whose simple case folding orbit
+// holds an ASCII letter.
+var foldsToASCII = [...]rune{'\u017F', '\u212A'}
 
 func lowerASCII(b byte) byte {
 	if 'A' <= b && b <= 'Z' {
@@ -68,38 +85,73 @@ func lowerASCII(b byte) byte {
 	return b
 }
 
-// foldRune maps a pattern rune to the byte-string it can meet in a
-// lowered ASCII line: ASCII runes are lowered; a case-insensitive
-// non-ASCII rune becomes the lowered ASCII member of its folding orbit
-// (the Kelvin sign K meets k) if it has one; any other rune stays as it
-// is and, being non-ASCII, can never be found in an ASCII line.
-func foldRune(r rune, fold bool) rune {
+// asciiFold returns the lowered ASCII member of r's case folding orbit,
+// or 0 if there is none.
+func asciiFold(r rune) rune {
 	if r < utf8.RuneSelf {
 		return rune(lowerASCII(byte(r)))
 	}
-	if fold {
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			if f < utf8.RuneSelf {
-				return rune(lowerASCII(byte(f)))
-			}
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f < utf8.RuneSelf {
+			return rune(lowerASCII(byte(f)))
 		}
 	}
-	return r
+	return 0
 }
 
-// prefilter is the set of conditions derived for one rule.
-type prefilter struct {
-	// positions: when non-nil, the lowered line must have at least
-	// len(positions) bytes and byte i must be in positions[i].
-	positions []byteSet
-	// conjuncts: for each set, at least one of the needles (by index in
-	// the classifier's needle table) must occur in the lowered line.
-	conjuncts [][]int32
+// foldLine appends the folded form of line to dst. ascii reports whether
+// line was pure ASCII (folded and original offsets then agree).
+func foldLine(dst, line []byte) (out []byte, ascii bool) {
+	start := len(dst)
+	dst = slices.Grow(dst, len(line))[:start+len(line)]
+	fold := dst[start:]
+	for i, b := range line {
+		if b >= utf8.RuneSelf {
+			return foldNonASCII(dst[:start+i], line[i:]), false
+		}
+		fold[i] = lowerTable[b]
+	}
+	return dst, true
+}
+
+func foldNonASCII(dst, line []byte) []byte {
+	for i := 0; i < len(line); {
+		b := line[i]
+		if b < utf8.RuneSelf {
+			dst = append(dst, lowerTable[b])
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(line[i:])
+		i += size
+		if f := asciiFold(r); f != 0 {
+			dst = append(dst, byte(f))
+		} else {
+			dst = append(dst, placeholder)
+		}
+	}
+	return dst
+}
+
+// lowerTable maps each ASCII byte to its lower case.
+var lowerTable = func() (t [128]byte) {
+	for i := range t {
+		t[i] = lowerASCII(byte(i))
+	}
+	return t
+}()
+
+// need is a "one of these needles occurs" condition, with bounds on the
+// extent of a match around the occurrence: a match starts at most before
+// bytes ahead of the needle's start and ends at most after bytes past its
+// end. A bound of -1 means unbounded.
+type need struct {
+	set           []string
+	before, after int
 }
 
 // analyzeRule derives the conditions for a parsed, simplified regexp.
-// The needle strings are returned as sets; the caller interns them.
-func analyzeRule(re *syntax.Regexp) (positions []byteSet, conjuncts [][]string) {
+func analyzeRule(re *syntax.Regexp) (positions []byteSet, conjuncts []need) {
 	if anchoredAtStart(re) {
 		sets, _ := positional(re)
 		if len(sets) > maxPositional {
@@ -113,19 +165,18 @@ func analyzeRule(re *syntax.Regexp) (positions []byteSet, conjuncts [][]string) 
 			positions = sets
 		}
 	}
-	info := analyze(re)
-	for _, c := range info.reqs {
-		if usableNeedles(c) {
+	for _, c := range analyze(re).reqs {
+		if usableNeedles(c.set) {
 			conjuncts = append(conjuncts, c)
 		}
 	}
 	// Keep the most selective few: longest shortest-needle first, then
 	// fewest needles.
-	slices.SortStableFunc(conjuncts, func(a, b []string) int {
-		if d := minLen(b) - minLen(a); d != 0 {
+	slices.SortStableFunc(conjuncts, func(a, b need) int {
+		if d := minLen(b.set) - minLen(a.set); d != 0 {
 			return d
 		}
-		return len(a) - len(b)
+		return len(a.set) - len(b.set)
 	})
 	if len(conjuncts) > maxConjuncts {
 		conjuncts = conjuncts[:maxConjuncts]
@@ -143,6 +194,14 @@ func minLen(set []string) int {
 		if m < 0 || len(s) < m {
 			m = len(s)
 		}
+	}
+	return m
+}
+
+func maxLenOf(set []string) int {
+	m := 0
+	for _, s := range set {
+		m = max(m, len(s))
 	}
 	return m
 }
@@ -168,9 +227,9 @@ func anchoredAtStart(re *syntax.Regexp) bool {
 	return false
 }
 
-// positional returns the byte sets that the first bytes of any match of
-// re (in a lowered ASCII line) must belong to, and whether every match
-// of re is exactly len(sets) bytes long, so that what follows re in a
+// positional returns the byte sets that the first bytes of the folded
+// form of any match of re must belong to, and whether every match of re
+// is exactly len(sets) characters long, so that what follows re in a
 // concatenation starts at a known position.
 func positional(re *syntax.Regexp) (sets []byteSet, complete bool) {
 	switch re.Op {
@@ -179,12 +238,9 @@ func positional(re *syntax.Regexp) (sets []byteSet, complete bool) {
 		syntax.OpWordBoundary, syntax.OpNoWordBoundary:
 		return nil, true
 	case syntax.OpLiteral:
-		fold := re.Flags&syntax.FoldCase != 0
 		sets = make([]byteSet, len(re.Rune))
 		for i, r := range re.Rune {
-			if f := foldRune(r, fold); f < utf8.RuneSelf {
-				sets[i].add(byte(f))
-			} // else: an empty set, this literal cannot match ASCII
+			sets[i].addRange(r, r)
 		}
 		return sets, true
 	case syntax.OpCharClass:
@@ -195,12 +251,12 @@ func positional(re *syntax.Regexp) (sets []byteSet, complete bool) {
 		return []byteSet{s}, true
 	case syntax.OpAnyCharNotNL:
 		var s byteSet
-		s.addRange(0, utf8.RuneSelf-1)
+		s.addRange(0, unicode.MaxRune)
 		s[0] &^= 1 << '\n'
 		return []byteSet{s}, true
 	case syntax.OpAnyChar:
 		var s byteSet
-		s.addRange(0, utf8.RuneSelf-1)
+		s.addRange(0, unicode.MaxRune)
 		return []byteSet{s}, true
 	case syntax.OpCapture:
 		return positional(re.Sub[0])
@@ -214,12 +270,10 @@ func positional(re *syntax.Regexp) (sets []byteSet, complete bool) {
 		}
 		return sets, true
 	case syntax.OpAlternate:
-		complete = true
 		for i, sub := range re.Sub {
 			s, c := positional(sub)
 			if i == 0 {
-				sets = s
-				complete = c
+				sets, complete = s, c
 				continue
 			}
 			if len(s) != len(sets) || !c {
@@ -250,18 +304,18 @@ func positional(re *syntax.Regexp) (sets []byteSet, complete bool) {
 }
 
 // litInfo describes the literal content of a sub-expression, in the
-// lowered space of foldRune.
+// folded space.
 type litInfo struct {
 	// exact is the set of all strings the sub-expression can match,
 	// or nil when that is unknown or too large.
 	exact []string
-	// reqs is a conjunction of sets: any match contains, for each set,
-	// at least one of its strings. A set containing "" says nothing and
-	// is never included.
-	reqs [][]string
+	// reqs is a conjunction: any match satisfies every need.
+	reqs []need
+	// maxLen is the greatest length of a match, in characters, or -1.
+	maxLen int
 }
 
-// reqFrom turns an exact set into a requirement, or nil when it holds the
+// reqFrom turns an exact set into a needle set, or nil when it holds the
 // empty string.
 func reqFrom(set []string) []string {
 	if set == nil || slices.Contains(set, "") {
@@ -271,37 +325,53 @@ func reqFrom(set []string) []string {
 }
 
 func exactInfo(set []string) litInfo {
-	info := litInfo{exact: set}
+	info := litInfo{exact: set, maxLen: maxLenOf(set)}
 	if r := reqFrom(set); r != nil {
-		info.reqs = [][]string{r}
+		info.reqs = []need{{set: r}}
 	}
 	return info
 }
 
-// better returns the more selective of two requirement sets (nil = none).
-func better(a, b []string) []string {
+// betterNeed returns the more selective of two needs (a nil set = none).
+func betterNeed(a, b need) need {
 	switch {
-	case a == nil:
+	case a.set == nil:
 		return b
-	case b == nil:
+	case b.set == nil:
 		return a
-	case minLen(a) != minLen(b):
-		if minLen(a) > minLen(b) {
+	case minLen(a.set) != minLen(b.set):
+		if minLen(a.set) > minLen(b.set) {
 			return a
 		}
 		return b
-	case len(b) < len(a):
+	case len(b.set) < len(a.set):
 		return b
 	}
 	return a
 }
 
-func bestOf(reqs [][]string) []string {
-	var best []string
+func bestOf(reqs []need) need {
+	var best need
 	for _, r := range reqs {
-		best = better(best, r)
+		best = betterNeed(best, r)
 	}
 	return best
+}
+
+// addBound adds lengths where -1 is unbounded.
+func addBound(a, b int) int {
+	if a < 0 || b < 0 {
+		return -1
+	}
+	return a + b
+}
+
+// maxBound is the larger of two bounds where -1 is unbounded.
+func maxBound(a, b int) int {
+	if a < 0 || b < 0 {
+		return -1
+	}
+	return max(a, b)
 }
 
 func analyze(re *syntax.Regexp) litInfo {
@@ -311,84 +381,153 @@ func analyze(re *syntax.Regexp) litInfo {
 		syntax.OpWordBoundary, syntax.OpNoWordBoundary:
 		return litInfo{exact: []string{""}}
 	case syntax.OpLiteral:
-		fold := re.Flags&syntax.FoldCase != 0
-		b := make([]byte, 0, len(re.Rune))
-		for _, r := range re.Rune {
-			b = utf8.AppendRune(b, foldRune(r, fold))
-		}
-		return exactInfo([]string{string(b)})
+		return analyzeLiteral(re.Rune)
 	case syntax.OpCharClass:
-		n := 0
-		for i := 0; i+1 < len(re.Rune); i += 2 {
-			n += int(re.Rune[i+1]-re.Rune[i]) + 1
-			if n > maxExactSet*2 {
-				return litInfo{}
-			}
-		}
-		var set []string
-		for i := 0; i+1 < len(re.Rune); i += 2 {
-			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
-				s := string(foldRune(r, false))
-				if !slices.Contains(set, s) {
-					set = append(set, s)
-				}
-			}
-		}
-		if len(set) > maxExactSet {
-			return litInfo{}
-		}
-		return exactInfo(set)
+		return analyzeClass(re.Rune)
 	case syntax.OpCapture:
 		return analyze(re.Sub[0])
 	case syntax.OpQuest:
 		x := analyze(re.Sub[0])
 		if x.exact != nil && len(x.exact) < maxExactSet {
-			return litInfo{exact: union(x.exact, []string{""})}
+			return litInfo{exact: union(x.exact, []string{""}), maxLen: x.maxLen}
 		}
-		return litInfo{}
-	case syntax.OpPlus:
-		return litInfo{reqs: analyze(re.Sub[0]).reqs}
+		return litInfo{maxLen: x.maxLen}
+	case syntax.OpStar, syntax.OpPlus:
+		x := analyze(re.Sub[0])
+		out := litInfo{maxLen: -1}
+		if x.maxLen == 0 {
+			out.maxLen = 0
+		}
+		if re.Op == syntax.OpPlus {
+			for _, r := range x.reqs {
+				out.reqs = append(out.reqs, need{set: r.set, before: -1, after: -1})
+			}
+		}
+		return out
 	case syntax.OpRepeat:
-		if re.Min >= 1 {
-			return litInfo{reqs: analyze(re.Sub[0]).reqs}
+		x := analyze(re.Sub[0])
+		out := litInfo{maxLen: -1}
+		if re.Max >= 0 && x.maxLen >= 0 {
+			out.maxLen = x.maxLen * re.Max
 		}
-		return litInfo{}
+		if re.Min >= 1 {
+			extra := -1 // the other repetitions, on either side
+			if re.Max >= 0 && x.maxLen >= 0 {
+				extra = (re.Max - 1) * x.maxLen
+			}
+			for _, r := range x.reqs {
+				out.reqs = append(out.reqs, need{set: r.set, before: addBound(r.before, extra), after: addBound(r.after, extra)})
+			}
+		}
+		return out
 	case syntax.OpConcat:
 		return analyzeConcat(re.Sub)
 	case syntax.OpAlternate:
 		return analyzeAlternate(re.Sub)
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return litInfo{maxLen: 1}
 	}
-	// OpStar, OpAnyChar, OpAnyCharNotNL, OpNoMatch: nothing known.
-	return litInfo{}
+	return litInfo{} // OpNoMatch
+}
+
+// analyzeLiteral handles a literal string. A character whose folded form
+// is the placeholder cannot be a needle character: it splits the literal.
+func analyzeLiteral(runes []rune) litInfo {
+	var pieces []need
+	var cur []byte
+	start := 0
+	for i, r := range runes {
+		f := asciiFold(r)
+		if f == 0 {
+			if len(cur) > 0 {
+				pieces = append(pieces, need{set: []string{string(cur)}, before: start, after: len(runes) - i})
+			}
+			cur = cur[:0]
+			start = i + 1
+			continue
+		}
+		cur = append(cur, byte(f))
+	}
+	if len(pieces) == 0 && start == 0 {
+		return exactInfo([]string{string(cur)})
+	}
+	if len(cur) > 0 {
+		pieces = append(pieces, need{set: []string{string(cur)}, before: start, after: 0})
+	}
+	return litInfo{reqs: pieces, maxLen: len(runes)}
+}
+
+// analyzeClass handles a character class: small classes whose members all
+// have an ASCII folded form are exact sets of one-character strings.
+func analyzeClass(ranges []rune) litInfo {
+	n := 0
+	for i := 0; i+1 < len(ranges); i += 2 {
+		n += int(ranges[i+1]-ranges[i]) + 1
+		if n > maxExactSet*2 {
+			return litInfo{maxLen: 1}
+		}
+	}
+	var set []string
+	for i := 0; i+1 < len(ranges); i += 2 {
+		for r := ranges[i]; r <= ranges[i+1]; r++ {
+			f := asciiFold(r)
+			if f == 0 {
+				return litInfo{maxLen: 1}
+			}
+			if s := string(f); !slices.Contains(set, s) {
+				set = append(set, s)
+			}
+		}
+	}
+	if len(set) > maxExactSet {
+		return litInfo{maxLen: 1}
+	}
+	return exactInfo(set)
 }
 
 func analyzeConcat(subs []*syntax.Regexp) litInfo {
-	var out litInfo
-	cur := []string{""}
+	infos := make([]litInfo, len(subs))
+	for i, sub := range subs {
+		infos[i] = analyze(sub)
+	}
+	// prefix[k] is the longest match of subs[:k], suffix[k] of subs[k:].
+	prefix := make([]int, len(subs)+1)
+	for k, x := range infos {
+		prefix[k+1] = addBound(prefix[k], x.maxLen)
+	}
+	suffix := make([]int, len(subs)+1)
+	for k := len(subs) - 1; k >= 0; k-- {
+		suffix[k] = addBound(suffix[k+1], infos[k].maxLen)
+	}
+
+	out := litInfo{maxLen: prefix[len(subs)]}
+	cur, curStart := []string{""}, 0
 	exactOK := true
-	flush := func() {
+	flush := func(end int) {
 		if r := reqFrom(cur); r != nil {
-			out.reqs = append(out.reqs, r)
+			out.reqs = append(out.reqs, need{set: r, before: prefix[curStart], after: suffix[end]})
 		}
 	}
-	for _, sub := range subs {
-		x := analyze(sub)
+	for k, x := range infos {
 		if x.exact != nil {
 			if len(cur)*len(x.exact) <= maxExactSet {
 				cur = cross(cur, x.exact)
 				continue
 			}
-			flush()
-			cur = x.exact
+			flush(k)
+			cur, curStart = x.exact, k
 			exactOK = false
 			continue
 		}
-		flush()
-		out.reqs = append(out.reqs, x.reqs...)
-		cur = []string{""}
+		flush(k)
+		for _, r := range x.reqs {
+			out.reqs = append(out.reqs, need{set: r.set,
+				before: addBound(prefix[k], r.before), after: addBound(r.after, suffix[k+1])})
+		}
+		cur, curStart = []string{""}, k+1
 		exactOK = false
 	}
-	flush()
+	flush(len(subs))
 	if exactOK {
 		out.exact = cur
 	}
@@ -396,33 +535,41 @@ func analyzeConcat(subs []*syntax.Regexp) litInfo {
 }
 
 func analyzeAlternate(subs []*syntax.Regexp) litInfo {
-	var exact, req []string
+	var exact []string
+	var req need
 	exactOK, reqOK := true, true
+	maxLen := 0
 	for _, sub := range subs {
 		x := analyze(sub)
+		maxLen = maxBound(maxLen, x.maxLen)
 		if exactOK && x.exact != nil {
 			exact = union(exact, x.exact)
 			exactOK = len(exact) <= maxExactSet
 		} else {
 			exactOK = false
 		}
-		if b := bestOf(x.reqs); reqOK && b != nil {
-			req = union(req, b)
-			reqOK = len(req) <= maxNeedleSet
+		if b := bestOf(x.reqs); reqOK && b.set != nil {
+			if req.set == nil {
+				req = need{set: b.set, before: b.before, after: b.after}
+			} else {
+				req = need{set: union(req.set, b.set),
+					before: maxBound(req.before, b.before), after: maxBound(req.after, b.after)}
+			}
+			reqOK = len(req.set) <= maxNeedleSet
 		} else {
 			reqOK = false
 		}
 	}
-	var out litInfo
+	out := litInfo{maxLen: maxLen}
 	if !reqOK {
-		req = nil
+		req = need{}
 	}
 	if exactOK {
 		out.exact = exact
-		req = better(req, reqFrom(exact))
+		req = betterNeed(req, need{set: reqFrom(exact)})
 	}
-	if req != nil {
-		out.reqs = [][]string{req}
+	if req.set != nil {
+		out.reqs = []need{req}
 	}
 	return out
 }
@@ -431,8 +578,7 @@ func cross(a, b []string) []string {
 	out := make([]string, 0, len(a)*len(b))
 	for _, x := range a {
 		for _, y := range b {
-			s := x + y
-			if !slices.Contains(out, s) {
+			if s := x + y; !slices.Contains(out, s) {
 				out = append(out, s)
 			}
 		}
@@ -450,14 +596,15 @@ func union(a, b []string) []string {
 	return out
 }
 
-// simplifyNeedles drops from a "one of" set each string that contains
-// another member: if the longer one occurs, so does the shorter, so the
-// condition is unchanged.
-func simplifyNeedles(set []string) []string {
-	out := make([]string, 0, len(set))
-	for i, s := range set {
+// simplifyNeedles drops from a need's set each string that contains
+// another member (if the longer one occurs, so does the shorter, so the
+// condition is unchanged), widening the bounds by how far a kept string
+// can sit inside a dropped one.
+func simplifyNeedles(n need) need {
+	out := make([]string, 0, len(n.set))
+	for i, s := range n.set {
 		redundant := false
-		for j, t := range set {
+		for j, t := range n.set {
 			if i != j && strings.Contains(s, t) && (len(t) < len(s) || j < i) {
 				redundant = true
 				break
@@ -467,23 +614,103 @@ func simplifyNeedles(set []string) []string {
 			out = append(out, s)
 		}
 	}
-	return out
+	slack := 0
+	for _, s := range n.set {
+		for _, t := range out {
+			if strings.Contains(s, t) {
+				slack = max(slack, len(s)-len(t))
+			}
+		}
+	}
+	return need{set: out, before: addBound(n.before, slack), after: addBound(n.after, slack)}
+}
+
+// truncateNeedles shortens the needles of n to at most k bytes: if a
+// needle occurs, so does its prefix, at the same place, so the condition
+// still holds of every match, and the match then ends at most after plus
+// the bytes cut off past the prefix. Short needles keep the automaton
+// small and its scan in cache.
+func truncateNeedles(n need, k int) need {
+	out := make([]string, 0, len(n.set))
+	cut := 0
+	for _, s := range n.set {
+		if len(s) > k {
+			cut = max(cut, len(s)-k)
+			s = s[:k]
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return need{set: out, before: n.before, after: addBound(n.after, cut)}
+}
+
+// lowerRewrite rewrites re, in place, into an expression that matches the
+// lowered form of an ASCII line exactly when re matches the line, and
+// reports whether that was possible: every literal must be
+// case-insensitive or free of ASCII letters, and every class must hold
+// both cases of each ASCII letter it holds. Running the rewritten,
+// case-sensitive expression on the lowered line is faster in Go's regexp
+// than running a case-folding one.
+func lowerRewrite(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			for i, r := range re.Rune {
+				if f := asciiFold(r); f != 0 {
+					re.Rune[i] = f
+				}
+			}
+			re.Flags &^= syntax.FoldCase
+			return true
+		}
+		for _, r := range re.Rune {
+			if r < utf8.RuneSelf && unicode.IsLetter(r) {
+				return false
+			}
+		}
+		return true
+	case syntax.OpCharClass:
+		in := func(r rune) bool {
+			for i := 0; i+1 < len(re.Rune); i += 2 {
+				if re.Rune[i] <= r && r <= re.Rune[i+1] {
+					return true
+				}
+			}
+			return false
+		}
+		for r := 'a'; r <= 'z'; r++ {
+			if in(r) != in(r-'a'+'A') {
+				return false
+			}
+		}
+		return true
+	}
+	for _, sub := range re.Sub {
+		if !lowerRewrite(sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // acMatcher finds which of a set of needles occur in a text, in one pass
 // (Aho-Corasick, as a DFA over an alphabet compressed to the bytes that
-// occur in needles).
+// occur in needles). States are numbered breadth-first, so the shallow
+// states that most of a scan stays in are close together in memory, and
+// stored in 16 bits when there are few enough of them.
 type acMatcher struct {
-	class  [256]uint8 // byte -> alphabet index; 0 for bytes in no needle
-	stride int        // alphabet size, including class 0
-	delta  []int32    // state*stride+class -> next state
-	own    [][]int32  // needles ending at this state
-	link   []int32    // nearest proper suffix state with needles, or 0
-	report []bool     // own or link non-empty
+	class   [256]uint8 // byte -> alphabet index; 0 for bytes in no needle
+	stride  int        // alphabet size, including class 0
+	delta16 []uint16   // state*stride+class -> next state, or:
+	delta32 []uint32   // the same, for more than 65536 states
+	own     [][]int32  // needles ending at this state
+	link    []uint32   // nearest proper suffix state with needles, or 0
+	report  []bool     // own or link non-empty
 }
 
 // newACMatcher builds a matcher for needles. Needles with non-ASCII bytes
-// are left out: they can never occur in the ASCII lines it scans.
+// are left out: they can never occur in a folded line.
 func newACMatcher(needles []string) *acMatcher {
 	m := &acMatcher{stride: 1}
 	for _, n := range needles {
@@ -497,9 +724,10 @@ func newACMatcher(needles []string) *acMatcher {
 			}
 		}
 	}
-	// Trie, with transitions in the dense table from the start.
-	m.delta = make([]int32, m.stride)
-	m.own = [][]int32{nil}
+	stride := m.stride
+	// The trie, with its edges in a dense table.
+	delta := make([]int32, stride)
+	own := [][]int32{nil}
 	for id, n := range needles {
 		if n == "" || !isASCII(n) {
 			continue
@@ -507,47 +735,70 @@ func newACMatcher(needles []string) *acMatcher {
 		s := int32(0)
 		for i := 0; i < len(n); i++ {
 			c := int(m.class[n[i]])
-			next := m.delta[int(s)*m.stride+c]
+			next := delta[int(s)*stride+c]
 			if next == 0 {
-				next = int32(len(m.own))
-				m.own = append(m.own, nil)
-				m.delta = append(m.delta, make([]int32, m.stride)...)
-				m.delta[int(s)*m.stride+c] = next
+				next = int32(len(own))
+				own = append(own, nil)
+				delta = append(delta, make([]int32, stride)...)
+				delta[int(s)*stride+c] = next
 			}
 			s = next
 		}
-		m.own[s] = append(m.own[s], int32(id))
+		own[s] = append(own[s], int32(id))
 	}
-	// Breadth-first: failure links, completing the DFA.
-	states := len(m.own)
+	// Breadth-first: failure links, completing the DFA, and the new
+	// numbering (order[i] is the old number of state i).
+	states := len(own)
 	fail := make([]int32, states)
-	m.link = make([]int32, states)
-	m.report = make([]bool, states)
-	queue := make([]int32, 0, states)
-	for c := 1; c < m.stride; c++ {
-		if v := m.delta[c]; v != 0 {
-			queue = append(queue, v) // fail[v] = 0
+	link := make([]int32, states)
+	order := make([]int32, 1, states)
+	for c := 1; c < stride; c++ {
+		if v := delta[c]; v != 0 {
+			order = append(order, v) // fail[v] = 0
 		}
 	}
-	for len(queue) > 0 {
-		u := queue[0]
-		queue = queue[1:]
+	for q := 1; q < len(order); q++ {
+		u := order[q]
 		f := fail[u]
-		if len(m.own[f]) > 0 {
-			m.link[u] = f
+		if len(own[f]) > 0 {
+			link[u] = f
 		} else {
-			m.link[u] = m.link[f]
+			link[u] = link[f]
 		}
-		m.report[u] = len(m.own[u]) > 0 || m.link[u] != 0
 		// Until its row is processed, here and once, the non-zero
 		// entries of a state's row are exactly its trie edges.
-		for c := 1; c < m.stride; c++ {
-			i := int(u)*m.stride + c
-			if v := m.delta[i]; v != 0 {
-				fail[v] = m.delta[int(f)*m.stride+c]
-				queue = append(queue, v)
+		for c := 1; c < stride; c++ {
+			i := int(u)*stride + c
+			if v := delta[i]; v != 0 {
+				fail[v] = delta[int(f)*stride+c]
+				order = append(order, v)
 			} else {
-				m.delta[i] = m.delta[int(f)*m.stride+c]
+				delta[i] = delta[int(f)*stride+c]
+			}
+		}
+	}
+	renum := make([]uint32, states)
+	for i, old := range order {
+		renum[old] = uint32(i)
+	}
+	m.own = make([][]int32, states)
+	m.link = make([]uint32, states)
+	m.report = make([]bool, states)
+	if states <= 1<<16 {
+		m.delta16 = make([]uint16, states*stride)
+	} else {
+		m.delta32 = make([]uint32, states*stride)
+	}
+	for i, old := range order {
+		m.own[i] = own[old]
+		m.link[i] = renum[link[old]]
+		m.report[i] = len(own[old]) > 0 || link[old] != 0
+		for c := range stride {
+			next := renum[delta[int(old)*stride+c]]
+			if m.delta16 != nil {
+				m.delta16[i*stride+c] = uint16(next)
+			} else {
+				m.delta32[i*stride+c] = next
 			}
 		}
 	}
@@ -557,9 +808,13 @@ func newACMatcher(needles []string) *acMatcher {
 // scan marks in present (a bitset indexed by needle id) every needle that
 // occurs in text.
 func (m *acMatcher) scan(text []byte, present []uint64) {
-	s := int32(0)
+	s := uint32(0)
 	for _, b := range text {
-		s = m.delta[int(s)*m.stride+int(m.class[b])]
+		if m.delta16 != nil {
+			s = uint32(m.delta16[int(s)*m.stride+int(m.class[b])])
+		} else {
+			s = m.delta32[int(s)*m.stride+int(m.class[b])]
+		}
 		if m.report[s] {
 			for n := s; n != 0; n = m.link[n] {
 				for _, id := range m.own[n] {

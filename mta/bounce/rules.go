@@ -110,9 +110,9 @@ func (b *Builder) AddTOML(name string, data []byte) error {
 	}
 	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
-		return tomlError(name, err)
+		return tomlError(name, data, err)
 	}
-	if !md.IsDefined("rules") || md.Type("rules") != "Hash" {
+	if !md.IsDefined("rules") {
 		return &RuleError{File: name, Err: errors.New(`missing [rules] table`)}
 	}
 	var classes []string
@@ -131,14 +131,20 @@ func (b *Builder) AddTOML(name string, data []byte) error {
 // that are not ParseErrors ("toml: line 7 (last key ...): ...").
 var tomlLineRE = regexp.MustCompile(`^toml: line (\d+)\b`)
 
-func tomlError(name string, err error) error {
+func tomlError(name string, data []byte, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := pe.Message
 		if pe.LastKey != "" {
 			msg = fmt.Sprintf("%s (last key %q)", msg, pe.LastKey)
 		}
-		return &RuleError{File: name, Line: pe.Position.Line, Err: errors.New(msg)}
+		line := pe.Position.Line
+		if st := pe.Position.Start; st > 0 && st < len(data) {
+			// The line holding the offending byte: for an error at an
+			// end of line, the line that it ends.
+			line = bytes.Count(data[:st], []byte{'\n'}) + 1
+		}
+		return &RuleError{File: name, Line: line, Err: errors.New(msg)}
 	}
 	re := &RuleError{File: name, Err: err}
 	if m := tomlLineRE.FindStringSubmatch(err.Error()); m != nil {
@@ -324,10 +330,56 @@ func (b *Builder) Build() *Classifier {
 }
 
 // compilePattern compiles a rule with Go's RE2 syntax, which is close to
-// that of Rust's regex crate used by KumoMTA (see the package doc for the
-// differences).
+// that of Rust's regex crate used by KumoMTA (see the package doc). The
+// Rust constructs that Go would silently read as literal text are
+// refused instead.
 func compilePattern(p string) (*regexp.Regexp, error) {
+	if err := checkRustOnly(p); err != nil {
+		return nil, err
+	}
 	return regexp.Compile(p)
+}
+
+// checkRustOnly reports Rust regex syntax that Go accepts with another
+// meaning: the word anchors \< and \>, class set operations (&&, --, ~~
+// inside brackets) and the repetition {,n}.
+func checkRustOnly(p string) error {
+	inClass := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\':
+			if i+1 < len(p) && (p[i+1] == '<' || p[i+1] == '>') && !inClass {
+				return fmt.Errorf("Rust word anchor \\%c is not supported (Go reads it as a literal); use \\b", p[i+1])
+			}
+			i++ // skip the escaped character
+		case inClass:
+			switch {
+			case c == ']':
+				inClass = false
+			case i+1 < len(p) && p[i+1] == c && (c == '&' || c == '~' || c == '-') && i+2 < len(p) && p[i+2] != ']':
+				return fmt.Errorf("Rust class set operation %q is not supported (Go reads it as literal characters)", p[i:i+2])
+			}
+		case c == '[':
+			inClass = true
+			// A ']' right after '[' or '[^' is a literal member.
+			if i+1 < len(p) && p[i+1] == '^' {
+				i++
+			}
+			if i+1 < len(p) && p[i+1] == ']' {
+				i++
+			}
+		case c == '{' && i+1 < len(p) && p[i+1] == ',':
+			j := i + 2
+			for j < len(p) && p[j] >= '0' && p[j] <= '9' {
+				j++
+			}
+			if j > i+2 && j < len(p) && p[j] == '}' {
+				return fmt.Errorf("repetition %s is not supported (Go reads it as literal text); write {0,%s}", p[i:j+1], p[i+2:j])
+			}
+		}
+	}
+	return nil
 }
 
 // literalIndex locates TOML string literals by value, to give the line of
