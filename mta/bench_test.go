@@ -45,38 +45,8 @@ func BenchmarkReception(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for c := 0; c < conns; c++ {
-		n := b.N / conns
-		if c < b.N%conns {
-			n++
-		}
-		wg.Go(func() {
-			cl, err := smtp.Dial(addr.String())
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer cl.Close()
-			if err := cl.Hello("bench.test"); err != nil {
-				errs <- err
-				return
-			}
-			for i := 0; i < n; i++ {
-				if err := cl.SendMail("a@example.com", []string{fmt.Sprintf("r%d@example.net", i)}, bytes.NewReader(body)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	sendLoad(b, addr.String(), conns, [][]byte{body})
 	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 	if got := srv.QueuedCount(); got != b.N {
 		b.Fatalf("queued %d, want %d", got, b.N)
@@ -130,34 +100,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 	b.ResetTimer()
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for c := 0; c < conns; c++ {
-		n := b.N / conns
-		if c < b.N%conns {
-			n++
-		}
-		wg.Go(func() {
-			cl, err := smtp.Dial(addr.String())
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer cl.Close()
-			for i := 0; i < n; i++ {
-				if err := cl.SendMail("a@example.com", []string{"b@example.net"}, bytes.NewReader(bodies[(c+i)%len(bodies)])); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	sendLoad(b, addr.String(), conns, bodies)
 	accepted := time.Since(start)
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := sink.WaitCount(ctx, b.N); err != nil {
@@ -166,4 +110,41 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 	b.ReportMetric(float64(b.N)/accepted.Seconds(), "accepted/s")
+}
+
+// sendLoad sends b.N messages over conns concurrent SMTP connections,
+// cycling through bodies, and fails b on the first error.
+func sendLoad(b *testing.B, addr string, conns int, bodies [][]byte) {
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for c := 0; c < conns; c++ {
+		n := b.N / conns
+		if c < b.N%conns {
+			n++
+		}
+		wg.Go(func() {
+			cl, err := smtp.Dial(addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer cl.Close()
+			if err := cl.Hello("bench.test"); err != nil {
+				errs <- err
+				return
+			}
+			for i := 0; i < n; i++ {
+				rcpt := fmt.Sprintf("r%d@example.net", i)
+				if err := cl.SendMail("a@example.com", []string{rcpt}, bytes.NewReader(bodies[(c+i)%len(bodies)])); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
 }
