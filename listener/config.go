@@ -73,7 +73,7 @@ type Config struct {
 	MaxMessagesPerConnection int
 	MaxConnections           int
 	// ClientTimeout bounds the wait for each command or data chunk from
-	// the client.
+	// the client; in DATA, for each read of up to 1 KiB of the message.
 	ClientTimeout time.Duration
 	// DataProcessingTimeout bounds the time the Handler may take to accept
 	// a message after DATA.

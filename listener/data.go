@@ -20,6 +20,16 @@ var errBareLineEnding = &smtp.SMTPError{
 	Message:      "message contains a bare CR or LF; lines must end with CRLF",
 }
 
+// errNUL is the reply to a message containing a NUL byte. RFC 5322 and
+// 8BITMIME forbid NUL (we do not offer BINARYMIME), and a next hop that
+// strips NULs would turn "<CRLF><NUL>.<CRLF>" into an end of data: a
+// smuggling vector through us.
+var errNUL = &smtp.SMTPError{
+	Code:         552,
+	EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+	Message:      "message contains a NUL byte",
+}
+
 func errLineTooLong(limit int) *smtp.SMTPError {
 	return &smtp.SMTPError{
 		Code:         552,
@@ -28,8 +38,8 @@ func errLineTooLong(limit int) *smtp.SMTPError {
 	}
 }
 
-// readData reads the DATA stream into buf, refusing bare CR, bare LF and
-// lines longer than maxLine octets (excluding CRLF). It returns an
+// readData reads the DATA stream into buf, refusing bare CR, bare LF, NUL
+// and lines longer than maxLine octets (excluding CRLF). It returns an
 // *smtp.SMTPError for conformance failures and the read error otherwise.
 func readData(r io.Reader, buf *bytes.Buffer, maxLine int) error {
 	var chunk [32 << 10]byte
@@ -49,14 +59,17 @@ func readData(r io.Reader, buf *bytes.Buffer, maxLine int) error {
 				p = p[1:]
 				continue
 			}
-			i := bytes.IndexAny(p, "\r\n")
+			i := bytes.IndexAny(p, "\r\n\x00")
 			if i < 0 {
 				lineLen += len(p)
 				break
 			}
 			lineLen += i
-			if p[i] == '\n' {
+			switch p[i] {
+			case '\n':
 				return errBareLineEnding
+			case 0:
+				return errNUL
 			}
 			pendingCR = true
 			p = p[i+1:]

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type session struct {
 	// Listener domains looked up in this session, as KumoMTA caches them.
 	domains map[string]*ListenerDomain
 
+	// mu also guards the transaction fields above when written: with
+	// BDAT, go-smtp runs Data on its own goroutine, and a pipelined RSET
+	// or MAIL can reach Reset or Mail while it is still running.
 	mu        sync.Mutex
 	inTxn     bool // between MAIL and the end of DATA
 	closeNext bool // close once the current transaction is answered
@@ -79,6 +83,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			Message:      fmt.Sprintf("too many messages on this connection (limit %d); reconnect", s.l.cfg.MaxMessagesPerConnection),
 		})
 	}
+	var senderDomain *ListenerDomain
 	if from != "" {
 		_, domain, ok := splitAddress(from)
 		if !ok {
@@ -92,12 +97,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			s.l.log.Error("listener domain lookup failed", "domain", domain, "err", err)
 			return errTempLookup
 		}
-		s.senderDomain = d
+		senderDomain = d
 	}
-	s.sender = from
+	s.mu.Lock()
+	s.sender, s.senderDomain = from, senderDomain
 	s.smtputf8 = opts.UTF8
 	s.eightBit = opts.Body == smtp.Body8BitMIME
-	s.mu.Lock()
 	s.inTxn = true
 	s.mu.Unlock()
 	return nil
@@ -123,11 +128,19 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !allowed {
 		return s.reject(s.sender, []string{to}, errRelayDenied)
 	}
+	s.mu.Lock()
 	s.rcpts = append(s.rcpts, Recipient{Address: to, Domain: domain, ListenerDomain: d})
+	s.mu.Unlock()
 	return nil
 }
 
 func (s *session) Data(r io.Reader) error {
+	// Take the envelope now: with BDAT this runs on its own goroutine,
+	// concurrently with the session's next commands.
+	s.mu.Lock()
+	sender, rcpts, smtputf8, eightBit := s.sender, s.rcpts, s.smtputf8, s.eightBit
+	s.mu.Unlock()
+
 	buf := dataBuffers.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -136,13 +149,22 @@ func (s *session) Data(r io.Reader) error {
 		}
 	}()
 
+	r = &deadlineReader{r: r, conn: s.conn.Conn(), timeout: s.l.cfg.ClientTimeout}
 	if err := readData(r, buf, s.l.cfg.LineLengthLimit); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
-			return s.reject(s.sender, s.addresses(), se)
+			return s.reject(sender, addresses(rcpts), se)
 		}
 		// The client went away or timed out: nothing was stored.
 		s.l.log.Debug("data read failed", "peer", s.info.PeerAddr, "err", err)
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			// go-smtp would answer any other error with a permanent
+			// "554 5.0.0"; a stalled client gets a 421 and is cut off.
+			s.mu.Lock()
+			s.closeNext = true
+			s.mu.Unlock()
+			return errDataTimeout
+		}
 		return err
 	}
 
@@ -150,11 +172,11 @@ func (s *session) Data(r io.Reader) error {
 		s.info.TLS = &st
 	}
 	msg := &Message{
-		Sender:        s.sender,
-		Recipients:    s.rcpts,
+		Sender:        sender,
+		Recipients:    rcpts,
 		Data:          buf.Bytes(),
-		SMTPUTF8:      s.smtputf8,
-		EightBitMIME:  s.eightBit,
+		SMTPUTF8:      smtputf8,
+		EightBitMIME:  eightBit,
 		Session:       s.info,
 		TraceHeaders:  s.l.cfg.TraceHeaders,
 		BatchHandling: s.l.cfg.BatchHandling,
@@ -165,10 +187,10 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
-			return s.reject(s.sender, s.addresses(), se)
+			return s.reject(sender, addresses(rcpts), se)
 		}
 		s.l.log.Error("message not accepted", "peer", s.info.PeerAddr, "err", err)
-		return s.reject(s.sender, s.addresses(), errTempFailure)
+		return s.reject(sender, addresses(rcpts), errTempFailure)
 	}
 	s.messages++
 	// go-smtp sends a returned *SMTPError as the reply, whatever its code;
@@ -180,9 +202,9 @@ func (s *session) Data(r io.Reader) error {
 	}
 }
 
-func (s *session) addresses() []string {
-	out := make([]string, len(s.rcpts))
-	for i, r := range s.rcpts {
+func addresses(rcpts []Recipient) []string {
+	out := make([]string, len(rcpts))
+	for i, r := range rcpts {
 		out[i] = r.Address
 	}
 	return out
@@ -199,9 +221,9 @@ func (s *session) reject(sender string, rcpts []string, resp *smtp.SMTPError) er
 // Reset ends the transaction. go-smtp calls it after the reply to DATA has
 // been written, which is when a draining session may close.
 func (s *session) Reset() {
+	s.mu.Lock()
 	s.sender, s.senderDomain, s.rcpts = "", nil, nil
 	s.smtputf8, s.eightBit = false, false
-	s.mu.Lock()
 	s.inTxn = false
 	closeNow := s.closeNext
 	s.mu.Unlock()
@@ -236,7 +258,33 @@ var (
 	errNeedSMTPUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "non-ASCII address requires SMTPUTF8"}
 	errTempLookup   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary failure looking up domain, try again later"}
 	errTempFailure  = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary failure, try again later"}
+	errDataTimeout  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "timeout waiting for message data, closing connection"}
 )
+
+// deadlineReader renews the connection's read deadline before each read
+// of the message data. go-smtp sets the deadline once, when it reads the
+// DATA or BDAT command, which would make ClientTimeout bound the whole
+// transfer of a message; with this it bounds each read of at most
+// maxDataRead octets instead.
+type deadlineReader struct {
+	r       io.Reader
+	conn    net.Conn
+	timeout time.Duration
+}
+
+// maxDataRead bounds each Read. go-smtp's DATA reader returns only when
+// the buffer is full (or at the end of the data), so the deadline really
+// bounds the time to receive maxDataRead octets: with the default
+// ClientTimeout a client must send at least 17 octets per second.
+const maxDataRead = 1024
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if len(p) > maxDataRead {
+		p = p[:maxDataRead]
+	}
+	_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.r.Read(p)
+}
 
 var dataBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 

@@ -160,7 +160,7 @@ func headerValue(msg []byte, name string) (string, bool) {
 		line := msg[:end]
 		msg = msg[end+2:]
 		colon := bytes.IndexByte(line, ':')
-		if colon < 0 || !strings.EqualFold(string(bytes.TrimRight(line[:colon], " \t")), name) {
+		if colon < 0 || !asciiEqualFold(bytes.TrimRight(line[:colon], " \t"), name) {
 			continue
 		}
 		value := string(bytes.TrimSpace(line[colon+1:]))
@@ -176,4 +176,26 @@ func headerValue(msg []byte, name string) (string, bool) {
 		return value, true
 	}
 	return "", false
+}
+
+// asciiEqualFold compares a field name case-insensitively in ASCII only:
+// field names are ASCII (RFC 5322), and Unicode folding would let
+// "\u017fubject" (long s) or "\u212a" (Kelvin sign) stand for "Subject" or "K".
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
