@@ -124,7 +124,7 @@ func (c *Conn) Send(ctx context.Context, env Envelope) (SendResult, error) {
 		}
 	}
 
-	mail := "MAIL FROM:<" + env.Sender + ">"
+	mail := "MAIL FROM:<" + smtpPath(env.Sender) + ">"
 	if has8bit(env.Data) {
 		if _, ok := c.ext["8BITMIME"]; ok {
 			mail += " BODY=8BITMIME"
@@ -158,7 +158,7 @@ func (c *Conn) Send(ctx context.Context, env Envelope) (SendResult, error) {
 	tmos := make([]time.Duration, 0, len(valid)+2)
 	cmds, tmos = append(cmds, mail), append(tmos, c.tmo.mailFrom)
 	for _, i := range valid {
-		cmds, tmos = append(cmds, "RCPT TO:<"+env.Recipients[i]+">"), append(tmos, c.tmo.rcptTo)
+		cmds, tmos = append(cmds, "RCPT TO:<"+smtpPath(env.Recipients[i])+">"), append(tmos, c.tmo.rcptTo)
 	}
 	_, pipelining := c.ext["PIPELINING"]
 	if pipelining {
