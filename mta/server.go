@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -199,25 +201,42 @@ func (s *Server) HoldDelivery() { s.sched.setHeld(true) }
 // with its due time and attempt count. It reads only the meta spool: a
 // meta entry whose data is missing (a store cut short before the message
 // was acknowledged) is found and dropped when it is first delivered.
+// Decoding, the bulk of the work, runs on every CPU while the spool is
+// read.
 func (s *Server) recover(ctx context.Context) error {
-	var recovered int
+	type entry struct {
+		id spool.ID
+		b  []byte
+	}
 	start := time.Now()
+	entries := make(chan entry, 1024)
+	var recovered atomic.Int64
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for e := range entries {
+				m, err := decodeMeta(e.id, e.b)
+				if err != nil {
+					// Keep it in the spool for a human to look at; do not guess.
+					s.log.Error("unreadable meta in spool; message left in place", "id", e.id, "err", err)
+					continue
+				}
+				msg := &Message{id: e.id, sender: m.Sender, recipients: m.Recipients, meta: m.Meta}
+				s.sched.add(&queuedMessage{id: e.id, queue: msg.QueueName(), meta: m})
+				recovered.Add(1)
+			}
+		})
+	}
 	err := s.opts.MetaSpool.Enumerate(ctx, func(id spool.ID, b []byte) error {
-		m, err := decodeMeta(id, b)
-		if err != nil {
-			// Keep it in the spool for a human to look at; do not guess.
-			s.log.Error("unreadable meta in spool; message left in place", "id", id, "err", err)
-			return nil
-		}
-		msg := &Message{id: id, sender: m.Sender, recipients: m.Recipients, meta: m.Meta}
-		s.sched.add(&queuedMessage{id: id, queue: msg.QueueName(), meta: m})
-		recovered++
+		entries <- entry{id, b}
 		return nil
 	})
+	close(entries)
+	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("mta: recover spool: %w", err)
 	}
-	s.log.Info("spool recovered", "messages", recovered, "duration", time.Since(start))
+	s.log.Info("spool recovered", "messages", recovered.Load(), "duration", time.Since(start))
 	return nil
 }
 
