@@ -60,6 +60,7 @@ type config struct {
 	dkimData  string
 	dkimKeys  string
 	dsn       bool
+	hold      bool
 	logLevel  slog.Level
 	shutdown  time.Duration
 }
@@ -79,6 +80,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
 	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
+	// -hold is for benchmarks and tests: internal/cmd/mtabench measures
+	// memory per queued message and spool recovery time with it.
+	fs.BoolVar(&c.hold, "hold", false, "testing: receive and queue mail but never deliver it (mta.Options.HoldDelivery)")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 30*time.Second, "how long to let transactions finish on shutdown")
 	level := fs.String("log-level", "info", "operational log `level`: debug, info, warn, error")
 	fs.Usage = func() {
@@ -158,16 +162,13 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 			}
 		}
 	}()
-	dataSpool, err := spool.OpenBadger(filepath.Join(c.dataDir, "spool", "data"), spool.BadgerOptions{Logger: log})
+	// One badger database holds both spools, so data and meta of a
+	// message become durable with one sync.
+	dataSpool, metaSpool, err := spool.OpenBadgerPair(filepath.Join(c.dataDir, "spool"), spool.BadgerOptions{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
-	closers = append(closers, dataSpool)
-	metaSpool, err := spool.OpenBadger(filepath.Join(c.dataDir, "spool", "meta"), spool.BadgerOptions{Logger: log})
-	if err != nil {
-		return nil, nil, err
-	}
-	closers = append(closers, metaSpool)
+	closers = append(closers, dataSpool, metaSpool)
 	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, Logger: log})
 	if err != nil {
 		return nil, nil, err
@@ -187,6 +188,8 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		Logger:     log,
 		Classifier: bounce.DefaultClassifier(),
 		DSN:        c.dsn,
+		// -hold: queue everything, deliver nothing (benchmarks only).
+		HoldDelivery: c.hold,
 	}
 	if c.smarthost != "" {
 		useSmarthost(&opts, c.smarthost)
