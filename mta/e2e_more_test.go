@@ -137,3 +137,27 @@ func TestDeliveryOverTLSReusesConnection(t *testing.T) {
 		}
 	}
 }
+
+// max_message_rate paces deliveries on a ready queue.
+func TestMaxMessageRate(t *testing.T) {
+	e := startE2E(t, time.Second, time.Hour, smtpsink.Options{}, func(pc *shaping.PathConfig) {
+		pc.MaxMessageRate = "20/s,max_burst=1"
+	})
+	e.srv.HoldDelivery()
+	rc := dialRaw(t, e.addr)
+	ehlo(rc)
+	const n = 11
+	for i := 0; i < n; i++ {
+		sendMail(t, rc, "s@example.com", []string{"r@dest.test"}, testMessage("rate", "x"))
+	}
+	start := time.Now()
+	e.srv.ReleaseDelivery()
+	waitFor(t, "delivery", 20*time.Second, func() bool { return e.srv.QueuedCount() == 0 })
+	// 11 messages at 20/s with a burst of 1 need at least 10 intervals of 50 ms.
+	if d := time.Since(start); d < 450*time.Millisecond {
+		t.Errorf("%d messages delivered in %v, faster than 20/s", n, d)
+	}
+	if got := e.sink.Count(); got != n {
+		t.Errorf("sink got %d, want %d", got, n)
+	}
+}

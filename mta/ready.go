@@ -84,7 +84,11 @@ func (s *Server) readyQueueFor(name, site string, source egress.EgressSource, po
 	rq.mu.Lock()
 	rq.opener = opener // the newest resolution wins: MX sets change
 	rq.cfg = cfg
-	rq.limiter = limiterFor(rq.limiter, cfg.MaxMessageRate)
+	lim, err := limiterFor(rq.limiter, cfg.MaxMessageRate)
+	if err != nil {
+		s.log.Warn("invalid max_message_rate from the shaper; sending unthrottled", "ready_queue", name, "err", err)
+	}
+	rq.limiter = lim
 	rq.mu.Unlock()
 	return rq
 }
@@ -240,17 +244,17 @@ func uniform(r reply, n int) []reply {
 
 // limiterFor returns a limiter for a ThrottleSpec, reusing old when the
 // rate is unchanged; nil means unlimited.
-func limiterFor(old *rate.Limiter, spec string) *rate.Limiter {
+func limiterFor(old *rate.Limiter, spec string) (*rate.Limiter, error) {
 	if spec == "" {
-		return nil
+		return nil, nil
 	}
 	t, err := shaping.ParseThrottle(spec)
 	if err != nil {
-		return nil // validated when the config was built
+		return nil, err
 	}
 	limit := rate.Limit(float64(t.Limit) / t.Period.Seconds())
 	if old != nil && old.Limit() == limit && old.Burst() == t.Burst() {
-		return old
+		return old, nil
 	}
-	return rate.NewLimiter(limit, t.Burst())
+	return rate.NewLimiter(limit, t.Burst()), nil
 }
