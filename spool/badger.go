@@ -131,8 +131,10 @@ type engine struct {
 	closed   bool
 	inflight sync.WaitGroup
 
-	pendingMu sync.Mutex
-	pending   map[string]int // keys of queued, uncommitted removals (see Remove)
+	pendingMu   sync.Mutex
+	pending     map[string]int // keys of queued, uncommitted removals (see Remove)
+	enumerating int            // Enumerate calls in progress
+	deferred    []string       // removals committed while enumerating
 }
 
 var _ Spool = (*Badger)(nil)
@@ -283,7 +285,9 @@ func (b *Badger) Remove(ctx context.Context, id ID) error {
 	case e.writes <- op:
 		return nil // leave() is called when the commit is done
 	case <-ctx.Done():
-		e.unpend(key)
+		e.pendingMu.Lock()
+		e.forgetLocked(string(key)) // never queued: nothing to defer
+		e.pendingMu.Unlock()
 		e.leave()
 		return fmt.Errorf("spool: remove %s: %w", id, ctx.Err())
 	}
@@ -302,12 +306,41 @@ func (b *engine) removed(key []byte) bool {
 	return b.pending[string(key)] > 0
 }
 
+// unpend forgets a removal once it is committed. While an Enumerate is in
+// progress it keeps the key hidden instead: the enumeration may hold a
+// snapshot read before the commit, which still has the value.
 func (b *engine) unpend(key []byte) {
 	b.pendingMu.Lock()
-	if b.pending[string(key)]--; b.pending[string(key)] <= 0 {
-		delete(b.pending, string(key))
+	defer b.pendingMu.Unlock()
+	if b.enumerating > 0 {
+		b.deferred = append(b.deferred, string(key))
+		return
 	}
+	b.forgetLocked(string(key))
+}
+
+func (b *engine) forgetLocked(key string) {
+	if b.pending[key]--; b.pending[key] <= 0 {
+		delete(b.pending, key)
+	}
+}
+
+// beginEnumerate and endEnumerate bracket an Enumerate (see unpend).
+func (b *engine) beginEnumerate() {
+	b.pendingMu.Lock()
+	b.enumerating++
 	b.pendingMu.Unlock()
+}
+
+func (b *engine) endEnumerate() {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	if b.enumerating--; b.enumerating == 0 {
+		for _, k := range b.deferred {
+			b.forgetLocked(k)
+		}
+		b.deferred = nil
+	}
 }
 
 // finish reports an op's outcome: to the waiting caller, or for an async
@@ -466,6 +499,8 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 		return fmt.Errorf("spool: enumerate: %w", ErrClosed)
 	}
 	defer eng.leave()
+	eng.beginEnumerate()
+	defer eng.endEnumerate()
 	prefix := b.prefix
 	type entry struct {
 		id   ID
