@@ -199,7 +199,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	for i, m := range msgs {
 		ids[i] = m.id
 		qm := &queuedMessage{id: m.id, queue: m.QueueName(), meta: metas[i]}
-		s.logReception(r, m, metas[i], now)
+		s.logReception(r, m, qm.queue, metas[i], now)
 		s.sched.add(qm)
 	}
 	return ids, nil
@@ -266,13 +266,13 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, meta *storedMeta, now time.Time) {
+func (s *Server) logReception(r *reception, m *Message, queue string, meta *storedMeta, now time.Time) {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
 		Sender:               m.sender,
 		Recipient:            m.recipients,
-		Queue:                m.QueueName(),
+		Queue:                queue,
 		Size:                 int64(len(m.data)),
 		Response:             logResponse(250, smtp.EnhancedCode{2, 0, 0}, "OK ids="+m.id.String()),
 		NumAttempts:          0,
