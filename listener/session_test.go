@@ -113,20 +113,7 @@ func TestSlowDataWithinClientTimeout(t *testing.T) {
 	h := &memHandler{}
 	const timeout = 400 * time.Millisecond
 	addr := startTCP(t, Config{ClientTimeout: timeout, Domains: fuzzDomains}, h)
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	tp := textproto.NewConn(c)
-	readReplies(t, tp, 1)
-	for _, cmd := range []string{"HELO c", "MAIL FROM:<a@x.test>", "RCPT TO:<b@relay.test>", "DATA"} {
-		if err := tp.PrintfLine("%s", cmd); err != nil {
-			t.Fatal(err)
-		}
-		readReplies(t, tp, 1)
-	}
+	c, tp := dialToData(t, addr)
 	w := bufio.NewWriter(c)
 	w.WriteString("Subject: slow\r\n\r\n")
 	for i := 0; i < 8; i++ { // 8 × timeout/4 = twice the timeout, 2 KiB each time
@@ -155,25 +142,14 @@ func TestStalledDataTimesOut(t *testing.T) {
 	h := &memHandler{}
 	const timeout = 300 * time.Millisecond
 	addr := startTCP(t, Config{ClientTimeout: timeout, Domains: fuzzDomains}, h)
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	tp := textproto.NewConn(c)
-	readReplies(t, tp, 1)
-	for _, cmd := range []string{"HELO c", "MAIL FROM:<a@x.test>", "RCPT TO:<b@relay.test>", "DATA"} {
-		tp.PrintfLine("%s", cmd)
-		readReplies(t, tp, 1)
-	}
+	c, tp := dialToData(t, addr)
 	start := time.Now()
 	c.Write([]byte("Subject: stalled\r\n\r\nhalf"))
 	code, msg, _ := tp.ReadResponse(0)
 	if code != 421 || !strings.HasPrefix(msg, "4.4.2 ") {
 		t.Errorf("stalled data answered %d %q, want 421 4.4.2", code, msg)
 	}
-	_, err = tp.R.ReadByte() // until the server closes
+	_, err := tp.R.ReadByte() // until the server closes
 	if d := time.Since(start); err == nil || d > 10*timeout {
 		t.Fatalf("connection held for %v after the client stalled (%v)", d, err)
 	}
@@ -182,4 +158,25 @@ func TestStalledDataTimesOut(t *testing.T) {
 	if len(h.msgs) != 0 {
 		t.Fatal("stalled message accepted")
 	}
+}
+
+// dialToData connects to addr and runs HELO, MAIL, RCPT and DATA, leaving
+// the connection ready for message data.
+func dialToData(t *testing.T, addr string) (net.Conn, *textproto.Conn) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	tp := textproto.NewConn(c)
+	readReplies(t, tp, 1)
+	for _, cmd := range []string{"HELO c", "MAIL FROM:<a@x.test>", "RCPT TO:<b@relay.test>", "DATA"} {
+		if err := tp.PrintfLine("%s", cmd); err != nil {
+			t.Fatal(err)
+		}
+		readReplies(t, tp, 1)
+	}
+	return c, tp
 }
