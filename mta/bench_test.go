@@ -79,7 +79,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	srv, err := mta.New(mta.Options{
 		Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Log: records, Logger: quietLogger(),
 		Resolver: testResolver(b),
-		Shaper:   loopbackShaper{},
+		Shaper:   loopbackShaper(0, nil),
 		Policy: mta.Policy{QueueConfig: func(string, string, string, string, string) (mta.QueueConfig, error) {
 			return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
 		}},

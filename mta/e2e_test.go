@@ -23,27 +23,20 @@ import (
 
 // loopbackShaper is the default path config with loopback allowed and the
 // sink's port, short timeouts and fast retries: what a test destination
-// on 127.0.0.1 needs.
-type loopbackShaper struct {
-	port int
-	edit func(*shaping.PathConfig)
-}
-
-func (l loopbackShaper) PathConfig(context.Context, string, string, string) (shaping.PathConfig, error) {
-	pc := shaping.Default()
-	pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
-	pc.SMTPPort = l.port
-	pc.ConnectTimeout, pc.BannerTimeout, pc.EHLOTimeout = 2*time.Second, 2*time.Second, 2*time.Second
-	pc.MailFromTimeout, pc.RcptToTimeout, pc.DataTimeout, pc.DataDotTimeout = 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second
-	pc.IdleTimeout = 200 * time.Millisecond
-	if l.edit != nil {
-		l.edit(&pc)
-	}
-	return pc, nil
-}
-
-func (loopbackShaper) Observe(context.Context, string, string, string, shaping.Response) []shaping.Action {
-	return nil
+// on 127.0.0.1 needs. edit, if set, adjusts it further.
+func loopbackShaper(port int, edit func(*shaping.PathConfig)) shaping.Shaper {
+	return shaping.PathFunc(func(context.Context, string, string, string) (shaping.PathConfig, error) {
+		pc := shaping.Default()
+		pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
+		pc.SMTPPort = port
+		pc.ConnectTimeout, pc.BannerTimeout, pc.EHLOTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+		pc.MailFromTimeout, pc.RcptToTimeout, pc.DataTimeout, pc.DataDotTimeout = 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second
+		pc.IdleTimeout = 200 * time.Millisecond
+		if edit != nil {
+			edit(&pc)
+		}
+		return pc, nil
+	})
 }
 
 // e2e is a server whose mail for *.test domains goes, by MX, to a sink.
@@ -51,7 +44,7 @@ type e2e struct {
 	*testServer
 	sink   *smtpsink.Sink
 	dns    *dnstest.Server
-	shaper loopbackShaper
+	shaper shaping.Shaper
 }
 
 // srvResolver returns another resolver on the same test DNS server.
@@ -83,7 +76,7 @@ func startE2E(t *testing.T, retry, maxAge time.Duration, sinkOpts smtpsink.Optio
 	if err != nil {
 		t.Fatal(err)
 	}
-	shaper := loopbackShaper{port: port, edit: edit}
+	shaper := loopbackShaper(port, edit)
 	ts := startServer(t, spool.NewMemory(), spool.NewMemory(), func(o *mta.Options, _ *listener.Config) {
 		o.HoldDelivery = false
 		o.Resolver = res

@@ -162,7 +162,7 @@ func New(opts Options) (*Server, error) {
 		s.sink = discardSink{}
 	}
 	if s.shaper == nil {
-		s.shaper = defaultShaper{}
+		s.shaper = defaultShaper
 	}
 	if s.resolver == nil {
 		r, err := egress.NewResolver(egress.ResolverOptions{Logger: s.log})

@@ -122,3 +122,15 @@ type Shaper interface {
 	// automation actions that the response triggers, if any.
 	Observe(ctx context.Context, source, site, domain string, resp Response) []Action
 }
+
+// PathFunc adapts a function to Shaper, for configurations computed in Go
+// without automation: Observe never returns actions.
+type PathFunc func(ctx context.Context, source, site, domain string) (PathConfig, error)
+
+// PathConfig calls f.
+func (f PathFunc) PathConfig(ctx context.Context, source, site, domain string) (PathConfig, error) {
+	return f(ctx, source, site, domain)
+}
+
+// Observe implements Shaper; a PathFunc has no automation rules.
+func (PathFunc) Observe(context.Context, string, string, string, Response) []Action { return nil }

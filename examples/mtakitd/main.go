@@ -243,19 +243,12 @@ func useSmarthost(opts *mta.Options, hostport string) {
 	opts.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
 		return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
 	}
-	opts.Shaper = smarthostShaper{site: egress.MXListSiteName(list)}
-}
-
-type smarthostShaper struct{ site string }
-
-func (s smarthostShaper) PathConfig(_ context.Context, _, site, _ string) (shaping.PathConfig, error) {
-	pc := shaping.Default()
-	if site == s.site {
-		pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
-	}
-	return pc, nil
-}
-
-func (smarthostShaper) Observe(context.Context, string, string, string, shaping.Response) []shaping.Action {
-	return nil
+	site := egress.MXListSiteName(list)
+	opts.Shaper = shaping.PathFunc(func(_ context.Context, _, pathSite, _ string) (shaping.PathConfig, error) {
+		pc := shaping.Default()
+		if pathSite == site {
+			pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
+		}
+		return pc, nil
+	})
 }
