@@ -162,7 +162,7 @@ func LoadString(name, src string, opts Options) (*Policy, error) {
 func load(path, src string, opts Options) (*Policy, error) {
 	chunk, err := parse.Parse(strings.NewReader(src), path)
 	if err != nil {
-		return nil, checkFail(path, opts, fmt.Errorf("luapolicy: %v", err))
+		return nil, checkFail(path, opts, syntaxError(path, err))
 	}
 	proto, err := lua.Compile(chunk, path)
 	if err != nil {
@@ -411,3 +411,17 @@ type LuaError struct {
 }
 
 func (e *LuaError) Error() string { return e.Message }
+
+// syntaxError formats a parse error as "file:line:column: syntax error
+// near 'token': message".
+func syntaxError(path string, err error) error {
+	var pe *parse.Error
+	if errors.As(err, &pe) {
+		msg := strings.TrimSpace(pe.Message)
+		if pe.Pos.Line == parse.EOF {
+			return fmt.Errorf("%s: syntax error at end of file: %s", path, msg)
+		}
+		return fmt.Errorf("%s:%d:%d: syntax error near '%s': %s", path, pe.Pos.Line, pe.Pos.Column, pe.Token, msg)
+	}
+	return fmt.Errorf("%s: %v", path, err)
+}

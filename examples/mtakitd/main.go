@@ -73,7 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (reserved: the HTTP API is not built yet)")
 	fs.StringVar(&c.dataDir, "data", "mtakit-data", "`directory` for the spool, logs and generated TLS certificate")
 	fs.StringVar(&c.smarthost, "smarthost", "", "route all outbound mail to `host:port`")
-	fs.StringVar(&c.policy, "policy", "", "KumoMTA-style init.lua `file` (reserved: luapolicy is not built yet)")
+	fs.StringVar(&c.policy, "policy", "", "run the KumoMTA-style init.lua `file` (its spools, logs, listeners and hooks replace the default policy)")
 	fs.StringVar(&c.hostname, "hostname", "", "server `name` for greetings and Received headers (default: os.Hostname)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "STARTTLS certificate `file` (default: self-signed, generated under -data)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 30*time.Second, "how long to let transactions finish on shutdown")
 	level := fs.String("log-level", "info", "operational log `level`: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd check init.lua\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -108,9 +108,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("-smarthost %q: want host:port", c.smarthost)
 		}
 	}
-	if c.policy != "" {
-		return nil, fmt.Errorf("-policy %s: Lua policies are not supported yet; run without -policy for the default policy", c.policy)
-	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key must be given together")
 	}
@@ -124,6 +121,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "dkim-keygen" {
 		return runDKIMKeygen(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(args[1:], stdout)
+	}
 	c, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -135,7 +135,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, addr, err := start(c, log)
+	var (
+		srv  *mta.Server
+		addr net.Addr
+	)
+	if c.policy != "" {
+		srv, addr, err = startPolicy(c, log)
+	} else {
+		srv, addr, err = start(c, log)
+	}
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-listen", "nope"}, "-listen"},
 		{[]string{"-http", "8000"}, "-http"},
 		{[]string{"-smarthost", "host-without-port"}, "-smarthost"},
-		{[]string{"-policy", "init.lua"}, "not supported yet"},
+		{[]string{"check"}, "exactly one"},
 		{[]string{"-tls-cert", "c.pem"}, "together"},
 		{[]string{"-log-level", "chatty"}, "-log-level"},
 		{[]string{"extra"}, "unexpected argument"},

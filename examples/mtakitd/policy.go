@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/mtakit/mtakit/luapolicy"
+	"github.com/mtakit/mtakit/mta"
+	"github.com/mtakit/mtakit/spool"
+)
+
+// startPolicy runs an init.lua policy (-policy): the spools, logs,
+// listeners and hooks come from the policy. -hostname, -dsn, -hold and
+// -dkim-keys apply; when the policy defines no spool, the badger spool
+// under -data is used. It returns the first ESMTP listener's address.
+func startPolicy(c *config, log *slog.Logger) (*mta.Server, net.Addr, error) {
+	p, err := luapolicy.Load(c.policy, luapolicy.Options{Logger: log, DKIMKeyDir: c.dkimKeys})
+	if err != nil {
+		return nil, nil, err
+	}
+	base := mta.Options{Hostname: c.hostname, Logger: log, DSN: c.dsn, HoldDelivery: c.hold}
+	if len(p.Spools()) == 0 {
+		if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
+			return nil, nil, fmt.Errorf("data directory: %w", err)
+		}
+		d, m, err := spool.OpenBadgerPair(filepath.Join(c.dataDir, "spool"), spool.BadgerOptions{Logger: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		base.DataSpool, base.MetaSpool = d, m
+		log.Info("the policy defines no spool; using the -data spool", "dir", filepath.Join(c.dataDir, "spool"))
+	}
+	for _, h := range p.HTTPListeners() {
+		log.Warn("kumo.start_http_listener is recorded but mtakitd has no HTTP API yet", "listen", h.Listen, "at", h.Line)
+	}
+	srv, addrs, err := p.Start(base)
+	if err != nil {
+		if base.DataSpool != nil {
+			base.DataSpool.Close()
+			base.MetaSpool.Close()
+		}
+		return nil, nil, err
+	}
+	if len(addrs) == 0 {
+		log.Warn("the policy starts no ESMTP listener (kumo.start_esmtp_listener in the init event)")
+		return srv, nil, nil
+	}
+	return srv, addrs[0], nil
+}
+
+// runCheck implements "mtakitd check init.lua": load the policy and every
+// file it reads without opening spools or listeners, print every problem
+// and fail unless there is none.
+func runCheck(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("mtakitd check", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	keys := fs.String("dkim-keys", "", "key `directory` for policy-extras.dkim_sign (default /opt/kumomta/etc/dkim)")
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "usage: mtakitd check [-dkim-keys DIR] init.lua\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("check: want exactly one policy file")
+	}
+	file := fs.Arg(0)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := luapolicy.Load(file, luapolicy.Options{Check: true, Logger: quiet, DKIMKeyDir: *keys, States: 1})
+	var ce *luapolicy.CheckError
+	switch {
+	case errors.As(err, &ce):
+		for _, w := range ce.Warnings {
+			fmt.Fprintf(stdout, "warning: %s\n", w)
+		}
+		for _, e := range ce.Errors {
+			fmt.Fprintf(stdout, "error: %s\n", e)
+		}
+		return fmt.Errorf("check: %s: %d error(s)", file, len(ce.Errors))
+	case err != nil:
+		fmt.Fprintf(stdout, "error: %s\n", err)
+		return fmt.Errorf("check: %s: 1 error(s)", file)
+	}
+	defer p.Close()
+	for _, w := range p.Warnings() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: OK\n", file)
+	return nil
+}
