@@ -1,7 +1,117 @@
-// Package luapolicy runs a KumoMTA-style init.lua policy with gopher-lua and
-// implements mtakit's interfaces (listener domains, queue configuration,
-// egress sources and pools, shaping, DKIM signing) from it.
+// Package luapolicy runs a KumoMTA init.lua policy with gopher-lua and
+// implements mtakit's interfaces from it.
 //
-// The adapter is built by its own issue. See DESIGN.md, section "luapolicy",
-// for the surface it will cover.
+// [Load] evaluates init.lua and its init event and returns a [Policy]:
+//
+//   - the configuration made by the init event: spools (kumo.define_spool,
+//     see [Policy.Spools] and [Policy.OpenSpools]), local logs
+//     (kumo.configure_local_logs, [Policy.LogConfig]), the bounce
+//     classifier (kumo.configure_bounce_classifier, [Policy.Classifier]),
+//     ESMTP listeners (kumo.start_esmtp_listener, [Policy.ESMTPListeners],
+//     each a listener.Config), HTTP listeners (kumo.start_http_listener,
+//     recorded only: [Policy.HTTPListeners]) and the DNS resolver
+//     (kumo.dns.configure_resolver, [Policy.ResolverOptions]);
+//   - the event handlers as Go hooks: [Policy.MTAPolicy] (MessageReceived
+//     runs smtp_server_message_received or, for reception_protocol "HTTP",
+//     http_message_generated; QueueConfig runs get_queue_config),
+//     [Policy.DomainLookup] (get_listener_domain), [Policy.Shaper]
+//     (get_egress_path_config) and [Policy.EgressPools] (get_egress_pool
+//     and get_egress_source).
+//
+// A program can take any one piece into a server built in Go, or let
+// [Policy.ServerOptions] fill an mta.Options, or [Policy.Start] open the
+// spools and logs and start the server and its listeners.
+//
+// # Concurrency and caching
+//
+// Lua states are not goroutine safe. A Policy keeps a pool of states (at
+// most Options.States), each of which has evaluated init.lua; a hook takes
+// a state, runs the handler and returns it. Only the first state runs the
+// init event. Data files read by the policy-extras helpers are parsed once
+// per Policy and shared by all states. As in KumoMTA, the results of the
+// pure lookups are memoized per argument tuple: get_queue_config for the
+// queue config's refresh_interval (default 1 minute), get_egress_path_config
+// for the path's refresh_interval (default 60 s), get_egress_source and
+// get_egress_pool for their ttl (default 60 s), get_listener_domain for 60 s.
+// kumo.memoize caches per state. DKIM signers built by kumo.dkim.* are
+// cached by their parameters for their ttl (default 300 s).
+//
+// # Errors
+//
+// Errors name the file and line: Lua syntax and runtime errors, reading an
+// unknown kumo function (the kumo, kumo.dkim, kumo.dns and kumo.serde
+// tables and the message object reject unknown names), an unknown
+// parameter (every kumo.make_* and configure function rejects keys it does
+// not know, as KumoMTA's deny_unknown_fields does) or a bad value (a
+// duration such as "5 minits", a size, a throttle, an enum variant).
+// Errors in a helper's data file name that file and the table. With
+// Options.Check, Load collects every such error instead of stopping at the
+// first, so "mtakitd check init.lua" can print them all.
+//
+// Parameters that KumoMTA defines and mtakit accepts without acting on
+// them (rocks_params, enable_dane, ...) produce a warning ([Policy.Warnings]);
+// parameters whose absence would change behaviour in a way a user relies
+// on (proxied egress sources in this build, per_record log templates,
+// deferred_spool, Vault key sources, scheduled sending) are errors.
+//
+// # The kumo module
+//
+// kumo.on; define_spool; configure_local_logs; configure_bounce_classifier;
+// start_esmtp_listener (listen, hostname, banner, relay_hosts,
+// max_message_size, max_recipients_per_message,
+// max_messages_per_connection, max_connections, client_timeout,
+// data_processing_timeout, line_length_hard_limit, batch_handling,
+// trace_headers, tls_certificate / tls_private_key); start_http_listener;
+// make_listener_domain; make_queue_config; make_egress_source;
+// make_egress_pool; make_egress_path; dns.configure_resolver;
+// dkim.rsa_sha256_signer and dkim.ed25519_signer (key sources: a file name
+// or { key_data = "..." }); reject; memoize; toml_load, toml_parse,
+// toml_encode, json_load, json_parse, json_encode, json_encode_pretty
+// (also under kumo.serde); log_debug, log_info, log_warn, log_error;
+// invoke_get_egress_path_config. Durations are KumoMTA's ("5 minutes",
+// "1h 30m", "90s" or a number of seconds), sizes accept "20MiB", "10mb" or
+// "1_000_000", throttles are ThrottleSpecs ("100/s", "10/5min").
+//
+// The message object has id, sender, recipient, recipient_list,
+// from_header, get_meta, set_meta, get_data, set_data,
+// get_first_named_header_value, get_all_named_header_values,
+// get_all_headers, prepend_header, append_header, remove_all_named_headers,
+// remove_x_headers, import_x_headers, import_scheduling_header, dkim_sign,
+// check_fix_conformance and queue_name, on top of mta.Message.
+//
+// # policy-extras
+//
+// require 'policy-extras.NAME' gives Go implementations of KumoMTA's
+// helpers that read the same files: listener_domains (listener_domains.toml
+// or .json, with per-listener tables and wildcards), dkim_sign
+// (dkim_data.toml through package dkim), policy_utils, and log_hooks
+// (accepted with a warning: mtakit has no log hooks yet). sources, queue
+// and shaping hand their files to the loaders of packages egress,
+// mta/queues and shaping; see the package's binding files.
+//
+// # Deviations from KumoMTA
+//
+//   - Both spool kinds, LocalDisk and RocksDB, are served by mtakit's
+//     badger spool at the given path; when data and meta name the same
+//     path, one badger database holds both (spool.OpenBadgerPair), which
+//     halves the syncs per message. "flush" is implied: a store is durable
+//     when it returns.
+//   - Relative data file names given to helpers and kumo.*_load are
+//     resolved against the directory of init.lua (KumoMTA uses the working
+//     directory), so a policy directory is self-contained. Spool and log
+//     directories are used as written.
+//   - A listener without tls_certificate offers STARTTLS with an in-memory
+//     self-signed certificate, as KumoMTA generates one.
+//   - get_listener_domain is called per (domain, listener) and receives an
+//     empty conn_meta: mtakit looks listener domains up without the SMTP
+//     session, so relay_from_authz of listener_domains.toml is ignored with
+//     a warning.
+//   - mta.Options.EgressPools is a fixed map: EgressPools covers the pools
+//     the helpers know at load time; call AddPoolName for pools that only
+//     a custom get_queue_config names.
+//   - Configuration epochs and hot reload are not implemented: a changed
+//     policy takes effect on restart.
+//   - configure_bounce_classifier: a file under /opt/kumomta/share that
+//     is not installed is replaced by mtakit's built-in rules, with a
+//     warning.
 package luapolicy

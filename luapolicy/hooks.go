@@ -53,26 +53,48 @@ func (p *Policy) MessageReceived(ctx context.Context, msg *mta.Message) error {
 	})
 }
 
-// connMeta returns the connection metadata table passed to reception
-// events: the message's meta at the time of the call.
+// connMeta returns the connection metadata object passed to reception
+// events: get_meta and set_meta on the message's meta, which holds the
+// connection's (received_from, ehlo_domain, ...).
 func (s *state) connMeta(msg *mta.Message) lua.LValue {
-	t := s.L.NewTable()
-	for _, k := range []string{mta.MetaReceptionProtocol, mta.MetaReceivedVia, mta.MetaReceivedFrom,
-		mta.MetaHostname, mta.MetaEHLODomain, mta.MetaTLSCipher, mta.MetaTLSVersion, "authn_id", "authz_id"} {
-		if v := msg.Meta(k); v != nil {
-			t.RawSetString(k, toLua(s.L, v))
-		}
-	}
-	mt := s.L.NewTable()
-	idx := s.L.NewTable()
-	idx.RawSetString("get_meta", s.L.NewFunction(func(L *lua.LState) int {
-		L.Push(t.RawGetString(L.CheckString(2)))
-		return 1
-	}))
+	ud := s.L.NewUserData()
+	ud.Value = &luaMessage{m: msg}
+	s.L.SetMetatable(ud, s.connMetaMT)
+	return ud
+}
+
+func (s *state) connMetaMetatable() *lua.LTable {
+	L := s.L
+	idx := L.NewTable()
+	L.SetFuncs(idx, map[string]lua.LGFunction{
+		"get_meta": func(L *lua.LState) int {
+			m := checkMessage(L)
+			key := L.CheckString(2)
+			if m == nil {
+				L.Push(lua.LNil)
+				return 1
+			}
+			L.Push(toLua(L, m.Meta(key)))
+			return 1
+		},
+		"set_meta": func(L *lua.LState) int {
+			m := checkMessage(L)
+			key := L.CheckString(2)
+			v, err := toGo(L.Get(3))
+			if err != nil {
+				L.ArgError(3, err.Error())
+			}
+			if m == nil {
+				L.RaiseError("conn_meta:set_meta: no session in this event")
+			}
+			m.SetMeta(key, v)
+			return 0
+		},
+	})
+	s.strict(idx, "conn_meta")
+	mt := L.NewTable()
 	mt.RawSetString("__index", idx)
-	obj := s.L.NewTable()
-	s.L.SetMetatable(obj, mt)
-	return obj
+	return mt
 }
 
 func optString(v string) lua.LValue {
@@ -148,7 +170,7 @@ func (p *Policy) LookupListenerDomain(ctx context.Context, domain, listenerAddr 
 	}
 	var d *listener.ListenerDomain
 	err := p.withState(ctx, func(s *state) error {
-		v, err := s.fire("get_listener_domain", lua.LString(domain), lua.LString(listenerAddr), s.L.NewTable())
+		v, err := s.fire("get_listener_domain", lua.LString(domain), lua.LString(listenerAddr), s.emptyConnMeta)
 		if err != nil {
 			return err
 		}

@@ -13,14 +13,17 @@ import (
 // state is one Lua state that has evaluated init.lua, with the handlers
 // it registered. Only one goroutine uses a state at a time.
 type state struct {
-	p        *Policy
-	L        *lua.LState
-	primary  bool // the state whose init event configures the server
-	inInit   bool
-	handlers map[string][]*lua.LFunction
-	msgMeta  *lua.LTable // metatable of message objects
-	addrMeta *lua.LTable // metatable of address objects
-	memo     map[string]*memoFunc
+	p          *Policy
+	L          *lua.LState
+	primary    bool // the state whose init event configures the server
+	inInit     bool
+	handlers   map[string][]*lua.LFunction
+	msgMeta    *lua.LTable // metatable of message objects
+	addrMeta   *lua.LTable // metatable of address objects
+	connMetaMT *lua.LTable // metatable of conn_meta objects
+	// emptyConnMeta is the conn_meta of get_listener_domain calls.
+	emptyConnMeta lua.LValue
+	memo          map[string]*memoFunc
 }
 
 // multiEvents may have several handlers, called in registration order
@@ -49,6 +52,8 @@ func (p *Policy) newState(primary bool) (*state, error) {
 	}
 	s.msgMeta = s.messageMetatable()
 	s.addrMeta = s.addressMetatable()
+	s.connMetaMT = s.connMetaMetatable()
+	s.emptyConnMeta = s.connMeta(nil)
 
 	L.Push(L.NewFunctionFromProto(p.proto))
 	if err := L.PCall(0, 0, nil); err != nil {
