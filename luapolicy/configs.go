@@ -607,7 +607,7 @@ func (s *state) startESMTPListener(L *lua.LState) int {
 		if host == "" {
 			host, _ = os.Hostname()
 		}
-		certPEM, keyPEM, err := listener.SelfSignedPEM(host, "localhost")
+		certPEM, keyPEM, err := listener.SelfSignedPEM(host, "localhost", "127.0.0.1", "::1")
 		if err == nil {
 			if pair, err := tls.X509KeyPair(certPEM, keyPEM); err == nil {
 				c.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
