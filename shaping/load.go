@@ -83,9 +83,10 @@ type fileConfig struct {
 
 // fileErrors collects errors for one file, placing each on its line.
 type fileErrors struct {
-	name string
-	keys []keyLine
-	errs []error
+	name  string
+	keys  []keyLine
+	errs  []error
+	lines []int
 }
 
 func (fe *fileErrors) add(path []string, format string, args ...any) {
@@ -93,11 +94,32 @@ func (fe *fileErrors) add(path []string, format string, args ...any) {
 	if len(path) > 0 {
 		msg = formatPath(path) + ": " + msg
 	}
-	if line := lineOf(fe.keys, path); line > 0 {
+	line := lineOf(fe.keys, path)
+	if line > 0 {
 		fe.errs = append(fe.errs, fmt.Errorf("%s:%d: %s", fe.name, line, msg))
-		return
+	} else {
+		fe.errs = append(fe.errs, fmt.Errorf("%s: %s", fe.name, msg))
 	}
-	fe.errs = append(fe.errs, fmt.Errorf("%s: %s", fe.name, msg))
+	fe.lines = append(fe.lines, line)
+}
+
+// sorted returns the errors in line order.
+func (fe *fileErrors) sorted() []error {
+	idx := make([]int, len(fe.errs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		if fe.lines[a] != fe.lines[b] {
+			return fe.lines[a] - fe.lines[b]
+		}
+		return strings.Compare(fe.errs[a].Error(), fe.errs[b].Error())
+	})
+	out := make([]error, len(idx))
+	for i, j := range idx {
+		out[i] = fe.errs[j]
+	}
+	return out
 }
 
 // parseFile parses and checks one shaping.toml document. Every unknown
@@ -164,8 +186,7 @@ func parseFile(name string, data []byte, opts *Options) (*fileConfig, error) {
 		}
 	}
 	if len(fe.errs) > 0 {
-		slices.SortStableFunc(fe.errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-		return nil, errors.Join(fe.errs...)
+		return nil, errors.Join(fe.sorted()...)
 	}
 	return fc, nil
 }
