@@ -8,21 +8,21 @@ import (
 func TestParseThrottle(t *testing.T) {
 	tests := []struct {
 		in      string
-		want    Throttle
+		want    ThrottleSpec
 		wantErr bool
 	}{
-		{"100/s", Throttle{Limit: 100, Period: time.Second}, false},
-		{"100/min", Throttle{Limit: 100, Period: time.Minute}, false},
-		{"1,000/h", Throttle{Limit: 1000, Period: time.Hour}, false},
-		{"1_000/hour", Throttle{Limit: 1000, Period: time.Hour}, false},
-		{"10/5min", Throttle{Limit: 10, Period: 5 * time.Minute}, false},
-		{"2/day", Throttle{Limit: 2, Period: 24 * time.Hour}, false},
-		{"local:50/s,max_burst=5", Throttle{Limit: 50, Period: time.Second, MaxBurst: 5, Local: true}, false},
-		{"0/s", Throttle{}, true},
-		{"100", Throttle{}, true},
-		{"100/fortnight", Throttle{}, true},
-		{"x/s", Throttle{}, true},
-		{"5/s,max_burst=0", Throttle{}, true},
+		{"100/s", ThrottleSpec{Limit: 100, Period: time.Second}, false},
+		{"100/min", ThrottleSpec{Limit: 100, Period: time.Minute}, false},
+		{"1,000/h", ThrottleSpec{Limit: 1000, Period: time.Hour}, false},
+		{"1_000/hour", ThrottleSpec{Limit: 1000, Period: time.Hour}, false},
+		{"10/5min", ThrottleSpec{Limit: 10, Period: 5 * time.Minute}, false},
+		{"2/day", ThrottleSpec{Limit: 2, Period: 24 * time.Hour}, false},
+		{"local:50/s,max_burst=5", ThrottleSpec{Limit: 50, Period: time.Second, MaxBurst: 5, Local: true}, false},
+		{"0/s", ThrottleSpec{}, true},
+		{"100", ThrottleSpec{}, true},
+		{"100/fortnight", ThrottleSpec{}, true},
+		{"x/s", ThrottleSpec{}, true},
+		{"5/s,max_burst=0", ThrottleSpec{}, true},
 	}
 	for _, tc := range tests {
 		got, err := ParseThrottle(tc.in)
@@ -34,7 +34,7 @@ func TestParseThrottle(t *testing.T) {
 			t.Errorf("%q: got %+v, want %+v", tc.in, got, tc.want)
 		}
 	}
-	if s := (Throttle{Limit: 100, Period: time.Second}).String(); s != "100/s" {
+	if s := (ThrottleSpec{Limit: 100, Period: time.Second}).String(); s != "100/s" {
 		t.Errorf("String %q", s)
 	}
 }
