@@ -2,7 +2,7 @@ package queues_test
 
 import (
 	"context"
-		"io"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
