@@ -79,6 +79,12 @@ func startProxy(t *testing.T, handshake func(c net.Conn) (net.Conn, error)) *tes
 
 func (p *testProxy) addr() string { return p.ln.Addr().String() }
 
+func (p *testProxy) clients() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]netip.AddrPort(nil), p.peers...)
+}
+
 func (p *testProxy) errors() []error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -180,7 +186,7 @@ func TestHAProxyHop(t *testing.T) {
 	if errs := proxy.errors(); len(errs) > 0 {
 		t.Fatalf("proxy: %v", errs)
 	}
-	if p := proxy.peers; len(p) != 1 || p[0].Addr() != netip.MustParseAddr("127.0.0.3") {
+	if p := proxy.clients(); len(p) != 1 || p[0].Addr() != netip.MustParseAddr("127.0.0.3") {
 		t.Errorf("proxy saw clients %v, want 127.0.0.3 (source_address)", p)
 	}
 	m := sink.Messages()
