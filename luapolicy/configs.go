@@ -133,98 +133,6 @@ func decodeListenerDomain(f *fields) *listener.ListenerDomain {
 	return d
 }
 
-func decodeQueueConfig(f *fields) (*queueConfigValue, []string) {
-	q := &queueConfigValue{refresh: defaultTTL}
-	f.duration("retry_interval", &q.cfg.RetryInterval)
-	f.duration("max_retry_interval", &q.cfg.MaxRetryInterval)
-	f.duration("max_age", &q.cfg.MaxAge)
-	f.str("egress_pool", &q.cfg.EgressPool)
-	f.duration("refresh_interval", &q.refresh)
-	if v, ok := f.get("protocol"); ok {
-		decodeProtocol(f, v, &q.cfg.Protocol)
-	}
-	var strategy string
-	f.enum("strategy", &strategy, "SingletonTimerWheel", "SingletonTimerWheelV2", "TimerWheel", "SkipList")
-	f.enum("refresh_strategy", &strategy, "Ttl", "Epoch")
-	ignored := f.ignore("reap_interval", "timerwheel_tick_interval", "provider_name", "shrink_policy", "max_message_rate")
-	return q, ignored
-}
-
-func decodeProtocol(f *fields, v any, dst *mta.Protocol) {
-	m, ok := v.(map[string]any)
-	if !ok || len(m) != 1 {
-		f.fail("protocol", "expected { smtp = { mx_list = {...} } }")
-		return
-	}
-	for kind, body := range m {
-		if kind != "smtp" {
-			f.fail("protocol", "%q delivery is not supported by mtakit (only smtp; a Go program can set QueueConfig.Protocol.Deliver)", kind)
-			return
-		}
-		sf := newFields("protocol.smtp", body)
-		if raw, ok := sf.get("mx_list"); ok {
-			list, isList := raw.([]any)
-			if !isList {
-				sf.fail("mx_list", "expected a list")
-			}
-			for i, e := range list {
-				switch e := e.(type) {
-				case string:
-					dst.MXList = append(dst.MXList, e)
-				case map[string]any:
-					ef := newFields(fmt.Sprintf("mx_list[%d]", i+1), e)
-					var name, addr string
-					ef.str("name", &name)
-					ef.str("addr", &addr)
-					if err := ef.done(); err != nil || addr == "" {
-						sf.fail("mx_list", "entry %d: want a host name or { name = ..., addr = ... }", i+1)
-						continue
-					}
-					dst.MXList = append(dst.MXList, addr)
-				default:
-					sf.fail("mx_list", "entry %d: want a host name or { name = ..., addr = ... }", i+1)
-				}
-			}
-		}
-		if err := sf.done(); err != nil {
-			f.errs = append(f.errs, fmt.Errorf("%s: %w", f.what, err))
-		}
-	}
-}
-
-func decodeEgressSource(f *fields) *sourceValue {
-	var opts egress.SourceOptions
-	sv := &sourceValue{ttl: defaultTTL}
-	if !f.str("name", &opts.Name) {
-		f.fail("name", "required")
-	}
-	var addr string
-	if f.str("source_address", &addr) {
-		a, err := netip.ParseAddr(addr)
-		if err != nil {
-			f.fail("source_address", "%v", err)
-		}
-		opts.SourceAddress = a
-	}
-	f.str("ehlo_domain", &opts.EHLODomain)
-	f.integer("remote_port", &opts.RemotePort)
-	f.duration("ttl", &sv.ttl)
-	for _, k := range []string{"ha_proxy_server", "ha_proxy_source_address", "socks5_proxy_server",
-		"socks5_proxy_source_address", "socks5_proxy_username", "socks5_proxy_password"} {
-		if _, ok := f.get(k); ok {
-			f.fail(k, "proxied egress sources are not supported by this build of mtakit")
-		}
-	}
-	f.ignore("suspend_when_unplumbed", "suspend_when_proxy_unhealthy")
-	src, err := egress.NewSource(opts)
-	if err != nil {
-		f.errs = append(f.errs, fmt.Errorf("%s: %w", f.what, err))
-		src = egress.DefaultSource()
-	}
-	sv.src = src
-	return sv
-}
-
 func decodeEgressPool(f *fields) *poolValue {
 	pv := &poolValue{ttl: defaultTTL}
 	if !f.str("name", &pv.name) {
@@ -259,91 +167,6 @@ func decodeEgressPool(f *fields) *poolValue {
 	return pv
 }
 
-// pathIgnored are make_egress_path keys that mtakit accepts and does not
-// implement.
-var pathIgnored = []string{
-	"additional_connection_limits", "enable_mta_sts", "enable_dane", "enable_pipelining", "enable_rset",
-	"tls_prefer_openssl", "tls_certificate", "tls_private_key", "openssl_cipher_list", "openssl_cipher_suites",
-	"openssl_options", "rustls_cipher_suites", "rset_timeout", "auth_timeout", "system_shutdown_timeout",
-	"max_ready", "smtp_auth_plain_username", "smtp_auth_plain_password", "allow_smtp_auth_plain_without_tls",
-	"allow_smtp_auth_plain_without_valid_certificate", "additional_message_rate_throttles", "source_selection_rate",
-	"additional_source_selection_rates", "ip_lookup_strategy", "aggressive_connection_opening", "refresh_strategy",
-	"dispatcher_wakeup_strategy", "maintainer_wakeup_strategy", "remember_broken_tls",
-	"opportunistic_tls_reconnect_on_failed_handshake", "use_lmtp", "reconnect_strategy", "readyq_pool_name",
-	"low_memory_reduction_policy", "no_memory_reduction_policy", "try_next_host_on_transport_error",
-	"ignore_8bit_checks", "dispatcher_progress_watchdog_timeout",
-}
-
-func decodePath(f *fields) (*pathValue, []string) {
-	pv := &pathValue{cfg: shaping.Default(), refresh: defaultTTL}
-	c := &pv.cfg
-	if v, ok := f.get("connection_limit"); ok {
-		n, err := limitSpec(v)
-		if err != nil {
-			f.fail("connection_limit", "%v", err)
-		}
-		c.ConnectionLimit = n
-	}
-	f.integer("max_deliveries_per_connection", &c.MaxDeliveriesPerConnection)
-	for key, dst := range map[string]*string{"max_message_rate": &c.MaxMessageRate, "max_connection_rate": &c.MaxConnectionRate} {
-		if f.str(key, dst) {
-			if _, err := shaping.ParseThrottle(*dst); err != nil {
-				f.fail(key, "%v", err)
-			}
-		}
-	}
-	var tlsMode string
-	if f.enum("enable_tls", &tlsMode, "Opportunistic", "OpportunisticInsecure", "Required", "RequiredInsecure", "Disabled") {
-		c.EnableTLS = shaping.TLSMode(tlsMode)
-	}
-	f.integer("smtp_port", &c.SMTPPort)
-	f.str("ehlo_domain", &c.EHLODomain)
-	f.duration("connect_timeout", &c.ConnectTimeout)
-	f.duration("banner_timeout", &c.BannerTimeout)
-	f.duration("ehlo_timeout", &c.EHLOTimeout)
-	f.duration("mail_from_timeout", &c.MailFromTimeout)
-	f.duration("rcpt_to_timeout", &c.RcptToTimeout)
-	f.duration("data_timeout", &c.DataTimeout)
-	f.duration("data_dot_timeout", &c.DataDotTimeout)
-	f.duration("idle_timeout", &c.IdleTimeout)
-	f.duration("starttls_timeout", &c.StartTLSTimeout)
-	f.integer("max_recipients_per_batch", &c.MaxRecipientsPerBatch)
-	f.integer("consecutive_connection_failures_before_delay", &c.ConsecutiveConnectionFailuresBeforeDelay)
-	if f.prefixes("prohibited_hosts", &c.ProhibitedHosts) && c.ProhibitedHosts == nil {
-		c.ProhibitedHosts = []netip.Prefix{}
-	}
-	f.prefixes("skip_hosts", &c.SkipHosts)
-	f.str("provider_name", &c.ProviderName)
-	f.duration("refresh_interval", &pv.refresh)
-	if c.ConnectionLimit < 0 || c.MaxDeliveriesPerConnection < 0 || c.SMTPPort < 0 || c.SMTPPort > 65535 {
-		f.errs = append(f.errs, fmt.Errorf("%s: limits must not be negative and smtp_port must be a port number", f.what))
-	}
-	return pv, f.ignore(pathIgnored...)
-}
-
-// limitSpec parses a KumoMTA LimitSpec: an integer, "N", "local:N",
-// with optional "_" or "," separators; it must be positive.
-func limitSpec(v any) (int, error) {
-	var n int
-	switch v := v.(type) {
-	case int64:
-		n = int(v)
-	case string:
-		s := strings.TrimPrefix(strings.TrimSpace(v), "local:")
-		x, err := strconv.Atoi(strings.NewReplacer("_", "", ",", "").Replace(s))
-		if err != nil {
-			return 0, fmt.Errorf("invalid limit %q", v)
-		}
-		n = x
-	default:
-		return 0, fmt.Errorf("expected a number, got %s", typeName(v))
-	}
-	if n <= 0 {
-		return 0, fmt.Errorf("limit must be greater than zero")
-	}
-	return n, nil
-}
-
 // --- kumo.* functions that build values ---
 
 func (s *state) makeListenerDomain(L *lua.LState) int {
@@ -356,44 +179,12 @@ func (s *state) makeListenerDomain(L *lua.LState) int {
 	return 1
 }
 
-func (s *state) makeQueueConfig(L *lua.LState) int {
-	f := newFields("kumo.make_queue_config", s.table(1))
-	q, ignored := decodeQueueConfig(f)
-	if err := f.done(); err != nil {
-		s.fail(err)
-	}
-	s.p.warnOnce("kumo.make_queue_config", ignored)
-	L.Push(toLua(L, q))
-	return 1
-}
-
-func (s *state) makeEgressSource(L *lua.LState) int {
-	f := newFields("kumo.make_egress_source", s.table(1))
-	v := decodeEgressSource(f)
-	if err := f.done(); err != nil {
-		s.fail(err)
-	}
-	L.Push(toLua(L, v))
-	return 1
-}
-
 func (s *state) makeEgressPool(L *lua.LState) int {
 	f := newFields("kumo.make_egress_pool", s.table(1))
 	v := decodeEgressPool(f)
 	if err := f.done(); err != nil {
 		s.fail(err)
 	}
-	L.Push(toLua(L, v))
-	return 1
-}
-
-func (s *state) makeEgressPath(L *lua.LState) int {
-	f := newFields("kumo.make_egress_path", s.table(1))
-	v, ignored := decodePath(f)
-	if err := f.done(); err != nil {
-		s.fail(err)
-	}
-	s.p.warnOnce("kumo.make_egress_path", ignored)
 	L.Push(toLua(L, v))
 	return 1
 }

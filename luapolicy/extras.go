@@ -254,7 +254,7 @@ func (s *state) listenerDomainsSetup(L *lua.LState) int {
 	} else {
 		table = v.(domainTable)
 	}
-	L.Push(L.NewFunction(func(L *lua.LState) int {
+	fn := L.NewFunction(func(L *lua.LState) int {
 		domain := strings.ToLower(L.CheckString(1))
 		listenerAddr := L.OptString(2, "*")
 		d := table.lookup(listenerAddr, domain)
@@ -264,7 +264,13 @@ func (s *state) listenerDomainsSetup(L *lua.LState) int {
 		}
 		L.Push(toLua(L, d))
 		return 1
-	}))
+	})
+	if s.helperFns == nil {
+		s.helperFns = map[*lua.LFunction]string{}
+	}
+	s.helperFns[fn] = "get_listener_domain"
+	s.listenerTable = table
+	L.Push(fn)
 	return 1
 }
 

@@ -109,6 +109,9 @@ func optString(v string) lua.LValue {
 // refresh_interval (default 1 minute). No handler returning a value means
 // the defaults.
 func (p *Policy) QueueConfig(queue, campaign, tenant, domain, routingDomain string) (mta.QueueConfig, error) {
+	if q := p.directQueues; q != nil {
+		return q.QueueConfig(queue, campaign, tenant, domain, routingDomain)
+	}
 	key := strings.Join([]string{domain, tenant, campaign, routingDomain}, "\x00")
 	now := nowFunc()
 	if v, ok := p.queueMemo.get(key, now); ok {
@@ -163,6 +166,9 @@ func (p *Policy) DomainLookup() listener.DomainLookup {
 // LookupListenerDomain calls get_listener_domain(domain, listener,
 // conn_meta).
 func (p *Policy) LookupListenerDomain(ctx context.Context, domain, listenerAddr string) (*listener.ListenerDomain, error) {
+	if t := p.directDomains; t != nil {
+		return t.lookup(listenerAddr, strings.ToLower(domain)), nil
+	}
 	key := domain + "\x00" + listenerAddr
 	now := nowFunc()
 	if v, ok := p.domainMemo.get(key, now); ok {
@@ -191,6 +197,9 @@ func (p *Policy) LookupListenerDomain(ctx context.Context, domain, listenerAddr 
 func (p *Policy) Shaper() shaping.Shaper {
 	if !p.HasHandler("get_egress_path_config") {
 		return nil
+	}
+	if p.directShaper != nil {
+		return p.directShaper
 	}
 	return policyShaper{p}
 }
@@ -331,9 +340,20 @@ func (p *Policy) EgressPools() map[string]egress.Pool {
 	}
 	p.mu.Lock()
 	names := sortedKeys(p.poolNames)
+	srcs := p.sources
 	p.mu.Unlock()
 	out := map[string]egress.Pool{}
+	if srcs != nil && p.events["get_egress_pool"] == 1 {
+		// Only policy-extras.sources defines pools: use its pools, which
+		// keep a selection cursor per queue.
+		for n, pool := range srcs.EgressPools() {
+			out[n] = pool
+		}
+	}
 	for _, n := range names {
+		if _, ok := out[n]; ok {
+			continue
+		}
 		v, _ := p.pools.LoadOrStore(n, &lazyPool{p: p, name: n})
 		out[n] = v.(*lazyPool)
 	}

@@ -19,6 +19,8 @@ import (
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/mta/queues"
+	"github.com/mtakit/mtakit/shaping"
 )
 
 // Options configures Load. The zero value is ready to use.
@@ -40,6 +42,13 @@ type Options struct {
 	// evaluation. Nothing is opened or bound either way: Load never opens
 	// spools or listeners.
 	Check bool
+
+	// Resolver, if set, is used for the MX lookups that
+	// policy-extras.shaping makes when it loads shaping files (mx_rollup)
+	// and by ServerOptions when the base options have none. Otherwise a
+	// resolver is built from kumo.dns.configure_resolver, or from the
+	// system's resolv.conf.
+	Resolver *egress.Resolver
 
 	// DKIMKeyDir replaces /opt/kumomta/etc/dkim as the directory in which
 	// policy-extras.dkim_sign looks for DOMAIN/SELECTOR.key files.
@@ -117,9 +126,20 @@ type Policy struct {
 	esmtp       []ListenerConfig
 	http        []HTTPListener
 	resolver    *egress.ResolverOptions
-	events      map[string]bool // events with handlers (from the primary state)
+	events      map[string]int  // number of handlers per event (primary state)
 	poolNames   map[string]bool // pool names known at load time
 	extraShaper extraShaper     // set by policy-extras.shaping
+
+	// Set by the policy-extras helpers of the primary state.
+	sources        *egress.Sources
+	queues         *queues.Config
+	shapingHelpers []*shapingHelper
+	resolverObj    *egress.Resolver
+	// When a helper's handler is the only handler of its event, the hooks
+	// call the Go implementation directly.
+	directShaper  *shaping.Shaping
+	directQueues  *queues.Config
+	directDomains domainTable
 
 	// caches shared by all states
 	files   fileCache
@@ -180,7 +200,7 @@ func load(path, src string, opts Options) (*Policy, error) {
 		proto:     proto,
 		states:    make(chan *state, n),
 		slots:     make(chan struct{}, n),
-		events:    map[string]bool{},
+		events:    map[string]int{},
 		poolNames: map[string]bool{},
 	}
 	if p.log == nil {
@@ -192,6 +212,9 @@ func load(path, src string, opts Options) (*Policy, error) {
 	s, err := p.newState(true)
 	if err == nil {
 		err = s.runInit()
+	}
+	if err == nil {
+		err = p.finishHelpers(s)
 	}
 	if err != nil {
 		p.addError(err)
@@ -218,8 +241,8 @@ func load(path, src string, opts Options) (*Policy, error) {
 		}
 		return nil, errs[0]
 	}
-	for k := range s.handlers {
-		p.events[k] = true
+	for k, fns := range s.handlers {
+		p.events[k] = len(fns)
 	}
 	p.states <- s
 	return p, nil
@@ -257,7 +280,7 @@ func (p *Policy) warn(msg string) {
 }
 
 // HasHandler reports whether the policy registered a handler for event.
-func (p *Policy) HasHandler(event string) bool { return p.events[event] }
+func (p *Policy) HasHandler(event string) bool { return p.events[event] > 0 }
 
 // Close releases the Lua states. Hooks called afterwards fail.
 func (p *Policy) Close() {

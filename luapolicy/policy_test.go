@@ -49,7 +49,7 @@ func TestLoadErrorsNameFileLineAndParameter(t *testing.T) {
 		{"unknown parameter", "kumo.on('init', function()\n  kumo.start_esmtp_listener {\n    listen = '127.0.0.1:0',\n    relay_hostz = {},\n  }\nend)\n",
 			[]string{"init.lua:2:", "kumo.start_esmtp_listener", `unknown parameter "relay_hostz"`}},
 		{"bad duration", "local q = kumo.make_queue_config { retry_interval = '5 minits' }\n",
-			[]string{"init.lua:1:", `parameter "retry_interval"`, `unknown unit "minits"`}},
+			[]string{"init.lua:1:", `parameter "retry_interval"`, `"minits"`}},
 		{"bad enum", "kumo.on('init', function() kumo.start_esmtp_listener { batch_handling = 'Sometimes' } end)\n",
 			[]string{"init.lua:1:", `"batch_handling"`, "BatchByDomain"}},
 		{"bad size", "kumo.on('init', function()\n kumo.start_esmtp_listener { max_message_size = 'big' }\nend)\n",
@@ -367,3 +367,42 @@ end)
 		t.Errorf("%d states pooled, want at most 4", n)
 	}
 }
+
+// The constructors hand their parameters to the Go loaders of the same
+// settings (mta/queues, egress, shaping) and report the parameter.
+func TestConstructorErrors(t *testing.T) {
+	tests := []struct {
+		fn     func(any) error
+		params map[string]any
+		want   string
+	}{
+		{queueErr, map[string]any{"retry_intervl": "5m"}, `kumo.make_queue_config: unknown parameter "retry_intervl"`},
+		{queueErr, map[string]any{"max_age": "x"}, `kumo.make_queue_config: parameter "max_age": invalid duration "x"`},
+		{queueErr, map[string]any{"protocol": map[string]any{"maildir_path": "x"}}, `parameter "protocol`},
+		{queueErr, map[string]any{"egress_pool": int64(3)}, `parameter "egress_pool"`},
+		{sourceErr, map[string]any{"name": "a", "source_addres": "1"}, `kumo.make_egress_source: unknown parameter "source_addres"`},
+		{sourceErr, map[string]any{"name": "a", "source_address": "x"}, `parameter "source_address": invalid IP address "x"`},
+		{sourceErr, map[string]any{"source_address": "10.0.0.1"}, `parameter "name": required`},
+		{pathErr, map[string]any{"connection_limt": int64(1)}, `kumo.make_egress_path: unknown parameter "connection_limt"`},
+		{pathErr, map[string]any{"max_message_rate": "fast"}, `parameter "max_message_rate"`},
+		{pathErr, map[string]any{"enable_tls": "Sometimes"}, `parameter "enable_tls": invalid value "Sometimes"`},
+	}
+	for _, tc := range tests {
+		err := tc.fn(tc.params)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.params, err, tc.want)
+		}
+	}
+	pv, err := newEgressPath(map[string]any{"idle_timeout": "200ms", "prohibited_hosts": []any{}, "refresh_interval": "10s", "enable_dane": true})
+	if err != nil || pv.cfg.IdleTimeout != 200*time.Millisecond || pv.cfg.ProhibitedHosts == nil || len(pv.cfg.ProhibitedHosts) != 0 || pv.refresh != 10*time.Second {
+		t.Fatalf("make_egress_path: %+v %v", pv, err)
+	}
+	sv, err := newEgressSource(map[string]any{"name": "ip-1", "source_address": "10.0.0.1", "ehlo_domain": "mta1.example.com", "ttl": "5 minutes"})
+	if err != nil || sv.src.Name() != "ip-1" || sv.src.EHLODomain() != "mta1.example.com" || sv.ttl != 5*time.Minute {
+		t.Fatalf("make_egress_source: %+v %v", sv, err)
+	}
+}
+
+func queueErr(p any) error  { _, err := newQueueConfig(p); return err }
+func sourceErr(p any) error { _, err := newEgressSource(p); return err }
+func pathErr(p any) error   { _, err := newEgressPath(p); return err }

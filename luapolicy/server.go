@@ -141,6 +141,9 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 	if c := p.Classifier(); c != nil {
 		base.Classifier = c
 	}
+	if base.Resolver == nil && p.opts.Resolver != nil {
+		base.Resolver = p.opts.Resolver
+	}
 	if ro := p.ResolverOptions(); ro != nil && base.Resolver == nil {
 		r, err := egress.NewResolver(*ro)
 		if err != nil {

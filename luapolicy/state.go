@@ -23,7 +23,11 @@ type state struct {
 	connMetaMT *lua.LTable // metatable of conn_meta objects
 	// emptyConnMeta is the conn_meta of get_listener_domain calls.
 	emptyConnMeta lua.LValue
-	memo          map[string]*memoFunc
+	// helperFns are the handlers registered by policy-extras helpers,
+	// with their event.
+	helperFns map[*lua.LFunction]string
+	// listenerTable is the data of policy-extras.listener_domains.
+	listenerTable domainTable
 }
 
 // multiEvents may have several handlers, called in registration order
