@@ -138,8 +138,16 @@ X-Tenant: %s
 Hello from a Lua policy.
 `
 
+// Mail sent over SMTP through a policy: testdata/e2e routes in Lua,
+// testdata/helpers with the five policy-extras helpers and their files.
 func TestEndToEndThroughPolicy(t *testing.T) {
-	e := newPolicyEnv(t, "testdata/e2e")
+	for _, dir := range []string{"testdata/e2e", "testdata/helpers"} {
+		t.Run(filepath.Base(dir), func(t *testing.T) { testEndToEnd(t, dir) })
+	}
+}
+
+func testEndToEnd(t *testing.T, policyDir string) {
+	e := newPolicyEnv(t, policyDir)
 	p := e.load(t)
 	p.AddPoolName("pool-gold")
 	p.AddPoolName("pool-default")
