@@ -1,15 +1,36 @@
--- An mtakit policy in KumoMTA's format. Run it from the repository root:
+-- An mtakit policy in KumoMTA's format, built like KumoMTA's example
+-- policy from the policy-extras helpers and their TOML files. Run it from
+-- the repository root:
 --
---   go run ./examples/mtakitd -policy examples/policy/init.lua
 --   go run ./examples/mtakitd check examples/policy/init.lua
+--   go run ./examples/mtakitd -policy examples/policy/init.lua
 --
 -- Data files named here are found next to this file; the spool and log
 -- directories are relative to the working directory.
 local kumo = require 'kumo'
+local shaping = require 'policy-extras.shaping'
+local queue_module = require 'policy-extras.queue'
 local listener_domains = require 'policy-extras.listener_domains'
+local sources = require 'policy-extras.sources'
 
--- Example key only (examples/policy/dkim/example.com/s1.key, made with
+-- Egress sources and pools (sources.toml).
+sources:setup { 'sources.toml' }
+
+-- Traffic shaping: KumoMTA's community shaping.toml (built into mtakit)
+-- and then this policy's shaping.toml. Its mx_rollup blocks resolve MX
+-- records when the policy loads.
+local shaper = shaping:setup_with_automation {
+  no_default_files = false,
+  extra_files = { 'shaping.toml' },
+}
+
+-- Tenants and queue settings (queues.toml): the X-Tenant header picks the
+-- tenant and is removed.
+local queue_helper = queue_module:setup { 'queues.toml' }
+
+-- Example key only (dkim/example.com/s1.key, made with
 -- "mtakitd dkim-keygen -type ed25519"); publish your own key's TXT record.
+-- policy-extras.dkim_sign with a dkim_data.toml does the same per domain.
 local dkim_params = {
   domain = 'example.com',
   selector = 's1',
@@ -24,7 +45,7 @@ kumo.on('init', function()
   kumo.configure_local_logs {
     log_dir = 'mtakit-data/policy-logs',
     max_segment_duration = '1 minute',
-    headers = { 'Subject', 'X-Tenant' },
+    headers = { 'Subject' },
     meta = { 'tenant' },
   }
 
@@ -41,38 +62,17 @@ end)
 -- which receive bounce and feedback reports.
 kumo.on('get_listener_domain', listener_domains:setup { 'listener_domains.toml' })
 
--- Tenants and their queue settings.
-local tenants = kumo.toml_load 'tenants.toml'
+kumo.on('get_egress_path_config', shaper.get_egress_path_config)
 
 kumo.on('smtp_server_message_received', function(msg)
   local failed = msg:check_fix_conformance('NON_CANONICAL_LINE_ENDINGS', '')
   if failed then
     kumo.reject(552, string.format('5.6.0 %s', failed))
   end
-  local tenant = msg:get_first_named_header_value('X-Tenant') or tenants.default_tenant
-  if not tenants.tenant[tenant] then
-    kumo.reject(550, string.format("5.7.1 tenant '%s' is not defined", tenant))
-  end
-  msg:set_meta('tenant', tenant)
-  msg:remove_all_named_headers('X-Tenant')
+  queue_helper:apply(msg)
   -- Signing comes last: later changes would break the signature.
-  if msg:from_header() and msg:from_header().domain == 'example.com' then
+  local from = msg:from_header()
+  if from and from.domain == 'example.com' then
     msg:dkim_sign(kumo.dkim.ed25519_signer(dkim_params))
   end
-end)
-
-kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
-  local t = tenants.tenant[tenant or tenants.default_tenant] or {}
-  return kumo.make_queue_config {
-    retry_interval = t.retry_interval or '20 minutes',
-    max_age = t.max_age or '7 days',
-  }
-end)
-
-kumo.on('get_egress_path_config', function(domain, egress_source, site_name)
-  return kumo.make_egress_path {
-    connection_limit = 10,
-    max_message_rate = '100/s',
-    enable_tls = 'Opportunistic',
-  }
 end)
