@@ -178,8 +178,27 @@ func refreshOf(pc shaping.PathConfig) time.Duration {
 
 // --- kumo.make_* ---
 
+// constructed caches the values of kumo.make_queue_config,
+// make_egress_source and make_egress_path by their parameters: a policy
+// typically builds the same few configurations over and over, and the
+// loaders behind them parse a TOML document each time.
+func (s *state) constructed(fn string, params any, build func(any) (any, error)) (any, error) {
+	key := fmt.Sprintf("%s %#v", fn, params)
+	now := nowFunc()
+	if v, ok := s.p.constructed.get(key, now); ok {
+		return v, nil
+	}
+	v, err := build(params)
+	if err != nil {
+		return nil, err
+	}
+	s.p.constructed.put(key, v, defaultTTL, now)
+	return v, nil
+}
+
 func (s *state) makeQueueConfig(L *lua.LState) int {
-	q, err := newQueueConfig(s.table(1))
+	v, err := s.constructed("queue", s.table(1), func(p any) (any, error) { return newQueueConfig(p) })
+	q, _ := v.(*queueConfigValue)
 	if err != nil {
 		s.fail(err)
 		q = &queueConfigValue{refresh: defaultTTL}
@@ -189,7 +208,8 @@ func (s *state) makeQueueConfig(L *lua.LState) int {
 }
 
 func (s *state) makeEgressSource(L *lua.LState) int {
-	v, err := newEgressSource(s.table(1))
+	r, err := s.constructed("source", s.table(1), func(p any) (any, error) { return newEgressSource(p) })
+	v, _ := r.(*sourceValue)
 	if err != nil {
 		s.fail(err)
 		v = sourceValueOf(egress.DefaultSource())
@@ -199,7 +219,8 @@ func (s *state) makeEgressSource(L *lua.LState) int {
 }
 
 func (s *state) makeEgressPath(L *lua.LState) int {
-	v, err := newEgressPath(s.table(1))
+	r, err := s.constructed("path", s.table(1), func(p any) (any, error) { return newEgressPath(p) })
+	v, _ := r.(*pathValue)
 	if err != nil {
 		s.fail(err)
 		v = &pathValue{cfg: shaping.Default(), refresh: defaultTTL}
@@ -441,7 +462,11 @@ func (s *state) shapingHelper(L *lua.LState, extra []string, noDefault bool, pub
 		if err != nil {
 			L.RaiseError("policy-extras.shaping: %v", err)
 		}
-		pc, err := sh.PathConfig(L.Context(), L.CheckString(2), L.CheckString(3), L.CheckString(1))
+		ctx := L.Context()
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		pc, err := sh.PathConfig(ctx, L.CheckString(2), L.CheckString(3), L.CheckString(1))
 		if err != nil {
 			L.RaiseError("policy-extras.shaping: %v", err)
 		}

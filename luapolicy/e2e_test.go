@@ -33,7 +33,7 @@ type policyEnv struct {
 	logDir string
 }
 
-func newPolicyEnv(t *testing.T, src string) *policyEnv {
+func newPolicyEnv(t testing.TB, src string) *policyEnv {
 	t.Helper()
 	sink, err := smtpsink.Start(smtpsink.Options{Store: true})
 	if err != nil {
@@ -49,8 +49,12 @@ func newPolicyEnv(t *testing.T, src string) *policyEnv {
 
 	dir := t.TempDir()
 	e := &policyEnv{dir: dir, sink: sink, dns: d, logDir: filepath.Join(dir, "logs")}
+	keyType := dkim.KeyTypeRSA
+	if b, _ := os.ReadFile(filepath.Join(src, "dkim_data.toml")); strings.Contains(string(b), `algo = "ed25519"`) {
+		keyType = dkim.KeyTypeEd25519
+	}
 	e.keys, err = dkim.WriteKeyFiles(dkim.KeygenOptions{Dir: filepath.Join(dir, "keys"), Domain: "example.com", Selector: "s1",
-		KeyOptions: dkim.KeyOptions{Type: dkim.KeyTypeRSA}})
+		KeyOptions: dkim.KeyOptions{Type: keyType}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +76,7 @@ func newPolicyEnv(t *testing.T, src string) *policyEnv {
 	return e
 }
 
-func (e *policyEnv) load(t *testing.T) *luapolicy.Policy {
+func (e *policyEnv) load(t testing.TB) *luapolicy.Policy {
 	t.Helper()
 	p, err := luapolicy.Load(filepath.Join(e.dir, "init.lua"), luapolicy.Options{DKIMKeyDir: filepath.Join(e.dir, "keys")})
 	if err != nil {

@@ -142,8 +142,9 @@ type Policy struct {
 	directDomains domainTable
 
 	// caches shared by all states
-	files   fileCache
-	signers ttlCache[signerValue]
+	files       fileCache
+	signers     ttlCache[signerValue]
+	constructed ttlCache[any]
 
 	queueMemo  ttlCache[*queueConfigValue]
 	pathMemo   ttlCache[*pathValue]
@@ -318,7 +319,9 @@ func (p *Policy) acquire(ctx context.Context) (*state, error) {
 }
 
 func (p *Policy) release(s *state) {
-	s.L.RemoveContext()
+	if s.L.Context() != nil {
+		s.L.RemoveContext()
+	}
 	if s.L.GetTop() != 0 {
 		s.L.SetTop(0)
 	}
@@ -335,7 +338,11 @@ func (p *Policy) withState(ctx context.Context, fn func(s *state) error) error {
 		return err
 	}
 	defer p.release(s)
-	s.L.SetContext(ctx)
+	if ctx.Done() != nil {
+		// Only a cancellable context is worth gopher-lua's per-instruction
+		// check.
+		s.L.SetContext(ctx)
+	}
 	return fn(s)
 }
 
