@@ -310,6 +310,7 @@ func (s *state) queueSetupWithOptions(L *lua.LState) int {
 	for i, n := range names {
 		names[i] = s.p.resolvePath(n)
 	}
+	s.p.track(names...)
 	return s.queueHelper(L, names, skip)
 }
 
@@ -424,6 +425,7 @@ func (s *state) shapingSetupWithAutomation(L *lua.LState) int {
 	for i, e := range extra {
 		extra[i] = s.p.resolvePath(e)
 	}
+	s.p.track(extra...)
 	fn, sh := s.shapingHelper(L, extra, noDefault, publish, subscribe)
 	t := L.NewTable()
 	t.RawSetString("get_egress_path_config", fn)

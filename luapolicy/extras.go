@@ -80,6 +80,7 @@ func (s *state) fileList(L *lua.LState, n int, helper string) []string {
 	for i, f := range list {
 		list[i] = s.p.resolvePath(f)
 	}
+	s.p.track(list...)
 	return list
 }
 
@@ -119,7 +120,9 @@ func (s *state) utilEndsWith(L *lua.LState) int {
 }
 
 func (s *state) utilLoadFile(L *lua.LState) int {
-	v, err := readData(s.p.resolvePath(L.CheckString(1)))
+	name := s.p.resolvePath(L.CheckString(1))
+	s.p.track(name)
+	v, err := readData(name)
 	if err != nil {
 		L.RaiseError("%v", err)
 	}

@@ -360,6 +360,12 @@ func (p *Policy) EgressPools() map[string]egress.Pool {
 	return out
 }
 
+// poolMap is EgressPools, built once per Policy (after load).
+func (p *Policy) poolMap() map[string]egress.Pool {
+	p.poolMapOnce.Do(func() { p.poolMapVal = p.EgressPools() })
+	return p.poolMapVal
+}
+
 // AddPoolName makes EgressPools include a pool named name.
 func (p *Policy) AddPoolName(name string) {
 	p.mu.Lock()

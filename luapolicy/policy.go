@@ -120,6 +120,7 @@ type Policy struct {
 	errs        []error
 	warnings    []string
 	warned      map[string]bool
+	tracked     map[string]bool // files the policy read (for Live.Watch)
 	spools      []SpoolConfig
 	logCfg      *LogConfig
 	classifier  *bounce.Classifier
@@ -152,6 +153,9 @@ type Policy struct {
 	sourceMemo ttlCache[*sourceValue]
 	poolMemo   ttlCache[*poolValue]
 	pools      sync.Map // name -> *lazyPool
+
+	poolMapOnce sync.Once
+	poolMapVal  map[string]egress.Pool
 }
 
 // ListenerConfig is one kumo.start_esmtp_listener call: the listener
@@ -210,6 +214,7 @@ func load(path, src string, opts Options) (*Policy, error) {
 	for range n - 1 {
 		p.slots <- struct{}{}
 	}
+	p.track(path)
 	s, err := p.newState(true)
 	if err == nil {
 		err = s.runInit()
@@ -278,6 +283,26 @@ func (p *Policy) warn(msg string) {
 	p.warnings = append(p.warnings, msg)
 	p.mu.Unlock()
 	p.log.Warn(msg, "policy", p.file)
+}
+
+// track records files the policy reads.
+func (p *Policy) track(paths ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tracked == nil {
+		p.tracked = map[string]bool{}
+	}
+	for _, f := range paths {
+		p.tracked[f] = true
+	}
+}
+
+// Files returns the files the policy read while loading: init.lua and the
+// data files of helpers and kumo.toml_load / json_load.
+func (p *Policy) Files() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return sortedKeys(p.tracked)
 }
 
 // HasHandler reports whether the policy registered a handler for event.

@@ -111,6 +111,7 @@ func jsonNumbers(v any) any {
 
 func (s *state) loadFile(L *lua.LState, parse func(string, []byte) (any, error)) int {
 	name := s.p.resolvePath(L.CheckString(1))
+	s.p.track(name)
 	data, err := os.ReadFile(name)
 	if err != nil {
 		L.RaiseError("%v", err)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/mtakit/mtakit/egress"
+	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/spool"
@@ -167,6 +168,10 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 // listeners are not started (see HTTPListeners). On error everything
 // opened is closed again.
 func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err error) {
+	return p.start(base, p.ServerOptions, p.DomainLookup())
+}
+
+func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Options, error), domains listener.DomainLookup) (srv *mta.Server, addrs []net.Addr, err error) {
 	var closers []io.Closer
 	defer func() {
 		if err != nil {
@@ -191,7 +196,7 @@ func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err
 		base.Log = l
 		closers = append(closers, l)
 	}
-	opts, err := p.ServerOptions(base)
+	opts, err := serverOptions(base)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -201,6 +206,7 @@ func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err
 	}
 	closers = []io.Closer{srv}
 	for _, lc := range p.ESMTPListeners() {
+		lc.Domains = domains
 		addr, err := srv.ListenSMTP(lc.Config)
 		if err != nil {
 			return nil, nil, fmt.Errorf("luapolicy: %s kumo.start_esmtp_listener: %w", lc.Line, err)

@@ -140,7 +140,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		addr net.Addr
 	)
 	if c.policy != "" {
-		srv, addr, err = startPolicy(c, log)
+		srv, addr, err = startPolicy(ctx, c, log)
 	} else {
 		srv, addr, err = start(c, log)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,7 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/mtakit/mtakit/luapolicy"
 	"github.com/mtakit/mtakit/mta"
@@ -19,11 +23,16 @@ import (
 // listeners and hooks come from the policy. -hostname, -dsn, -hold and
 // -dkim-keys apply; when the policy defines no spool, the badger spool
 // under -data is used. It returns the first ESMTP listener's address.
-func startPolicy(c *config, log *slog.Logger) (*mta.Server, net.Addr, error) {
-	p, err := luapolicy.Load(c.policy, luapolicy.Options{Logger: log, DKIMKeyDir: c.dkimKeys})
+//
+// Until ctx ends, the policy is reloaded on SIGHUP and when init.lua or a
+// file it read changes (checked every 2 seconds); a policy that fails to
+// load is logged and the running one kept.
+func startPolicy(ctx context.Context, c *config, log *slog.Logger) (*mta.Server, net.Addr, error) {
+	live, err := luapolicy.LoadLive(c.policy, luapolicy.Options{Logger: log, DKIMKeyDir: c.dkimKeys})
 	if err != nil {
 		return nil, nil, err
 	}
+	p := live.Policy()
 	base := mta.Options{Hostname: c.hostname, Logger: log, DSN: c.dsn, HoldDelivery: c.hold}
 	if len(p.Spools()) == 0 {
 		if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
@@ -39,7 +48,7 @@ func startPolicy(c *config, log *slog.Logger) (*mta.Server, net.Addr, error) {
 	for _, h := range p.HTTPListeners() {
 		log.Warn("kumo.start_http_listener is recorded but mtakitd has no HTTP API yet", "listen", h.Listen, "at", h.Line)
 	}
-	srv, addrs, err := p.Start(base)
+	srv, addrs, err := live.Start(base)
 	if err != nil {
 		if base.DataSpool != nil {
 			base.DataSpool.Close()
@@ -47,6 +56,27 @@ func startPolicy(c *config, log *slog.Logger) (*mta.Server, net.Addr, error) {
 		}
 		return nil, nil, err
 	}
+	report := func(err error) {
+		if err != nil {
+			log.Error("policy reload failed; the running policy stays in force", "err", err)
+			return
+		}
+		log.Info("policy reloaded", "policy", c.policy, "epoch", live.Epoch())
+	}
+	go live.Watch(ctx, 2*time.Second, report)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				report(live.Reload())
+			}
+		}
+	}()
 	if len(addrs) == 0 {
 		log.Warn("the policy starts no ESMTP listener (kumo.start_esmtp_listener in the init event)")
 		return srv, nil, nil

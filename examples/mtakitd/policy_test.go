@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,6 +156,19 @@ func TestRunPolicy(t *testing.T) {
 	err := send("nobody")
 	if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 500 || !strings.Contains(se.Message, "tenant 'nobody'") {
 		t.Fatalf("undefined tenant: got %v, want 500 from the queue helper", err)
+	}
+
+	// Defining the tenant and sending SIGHUP reloads the policy.
+	queues := filepath.Join(filepath.Dir(path), "queues.toml")
+	b, _ := os.ReadFile(queues)
+	os.WriteFile(queues, append(b, "\n[tenant.'nobody']\negress_pool = 'bulk'\n"...), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(10 * time.Second)
+	for send("nobody") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("tenant 'nobody' still refused after SIGHUP")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "policy-spool")); err != nil {
 		t.Errorf("the policy's spool was not created: %v", err)
