@@ -22,6 +22,14 @@
 // [Policy.ServerOptions] fill an mta.Options, or [Policy.Start] open the
 // spools and logs and start the server and its listeners.
 //
+// [LoadLive] returns a [Live] policy whose hooks follow [Live.Reload]:
+// new work uses the newly loaded policy (with fresh memo caches, like
+// KumoMTA's configuration epochs) while running calls finish with the old
+// one; a policy that fails to load is reported and the running one kept.
+// [Live.Watch] reloads when init.lua or a file it read changes; mtakitd
+// also reloads on SIGHUP. Spools, logs and listeners are set up once and
+// are not changed by a reload.
+//
 // # Concurrency and caching
 //
 // Lua states are not goroutine safe. A Policy keeps a pool of states (at
@@ -51,8 +59,8 @@
 // Parameters that KumoMTA defines and mtakit accepts without acting on
 // them (rocks_params, enable_dane, ...) produce a warning ([Policy.Warnings]);
 // parameters whose absence would change behaviour in a way a user relies
-// on (proxied egress sources in this build, per_record log templates,
-// deferred_spool, Vault key sources, scheduled sending) are errors.
+// on (per_record log templates, deferred_spool, Vault key sources,
+// scheduled sending) are errors.
 //
 // # The kumo module
 //
@@ -82,12 +90,25 @@
 // # policy-extras
 //
 // require 'policy-extras.NAME' gives Go implementations of KumoMTA's
-// helpers that read the same files: listener_domains (listener_domains.toml
-// or .json, with per-listener tables and wildcards), dkim_sign
-// (dkim_data.toml through package dkim), policy_utils, and log_hooks
-// (accepted with a warning: mtakit has no log hooks yet). sources, queue
-// and shaping hand their files to the loaders of packages egress,
-// mta/queues and shaping; see the package's binding files.
+// helpers that read the same files with the Go package that owns each
+// format: sources (egress.LoadSources; registers get_egress_source and
+// get_egress_pool), queue (mta/queues: setup, setup_with_options,
+// helper:apply(msg), helper:resolve_config; registers get_queue_config),
+// shaping (setup and setup_with_automation; shaping.Load with KumoMTA's
+// community shaping.toml first unless no_default_files, embedded in
+// package shaping), listener_domains (listener_domains.toml or .json with
+// per-listener tables and wildcards), dkim_sign (dkim_data.toml through
+// package dkim), policy_utils, and log_hooks (accepted with a warning:
+// mtakit has no log hooks yet). When a helper's handler is the only
+// handler of its event, the hooks call the Go implementation directly,
+// without Lua: the Shaper is then the shaping package's *shaping.Shaping,
+// with its automation rules, and the egress pools are those of
+// egress.LoadSources.
+//
+// kumo.make_queue_config, make_egress_source and make_egress_path are
+// checked by the same packages: the parameter table is handed to the
+// loader as the equivalent TOML block, so each key has one
+// implementation. Constructed values are cached by their parameters.
 //
 // # Deviations from KumoMTA
 //
@@ -109,8 +130,14 @@
 //   - mta.Options.EgressPools is a fixed map: EgressPools covers the pools
 //     the helpers know at load time; call AddPoolName for pools that only
 //     a custom get_queue_config names.
-//   - Configuration epochs and hot reload are not implemented: a changed
-//     policy takes effect on restart.
+//   - Traffic Shaping Automation: the automation rules of the shaping
+//     files are applied in process by package shaping; the TSA daemon's
+//     publish and subscribe URLs are accepted with a warning and not
+//     contacted, and shaper.setup_publish() does nothing.
+//   - A reload (Live) replaces hooks and lookups, not spools, logs,
+//     listeners or the set of egress pool names.
+//   - msg:import_scheduling_header fails when the header is present:
+//     mtakit has no per-message scheduling yet.
 //   - configure_bounce_classifier: a file under /opt/kumomta/share that
 //     is not installed is replaced by mtakit's built-in rules, with a
 //     warning.
