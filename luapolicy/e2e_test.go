@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,7 +80,7 @@ func newPolicyEnv(t testing.TB, src string) *policyEnv {
 
 func (e *policyEnv) load(t testing.TB) *luapolicy.Policy {
 	t.Helper()
-	p, err := luapolicy.Load(filepath.Join(e.dir, "init.lua"), luapolicy.Options{DKIMKeyDir: filepath.Join(e.dir, "keys")})
+	p, err := luapolicy.Load(filepath.Join(e.dir, "init.lua"), luapolicy.Options{DKIMKeyDir: filepath.Join(e.dir, "keys"), Logger: quietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func testEndToEnd(t *testing.T, policyDir string) {
 	p := e.load(t)
 	p.AddPoolName("pool-gold")
 	p.AddPoolName("pool-default")
-	srv, addrs, err := p.Start(mta.Options{Hostname: "mx.policy.test"})
+	srv, addrs, err := p.Start(mta.Options{Hostname: "mx.policy.test", Logger: quietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +230,9 @@ func testEndToEnd(t *testing.T, policyDir string) {
 		t.Errorf("Delivery records: pool/source by subject %v", pools)
 	}
 }
+
+// quietLogger keeps the servers and policies of the tests quiet.
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
 
 func headerOf(data []byte, name string) string {
 	for _, line := range strings.Split(string(data), "\r\n") {

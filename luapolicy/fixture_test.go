@@ -64,7 +64,7 @@ func testResolver(t *testing.T) *egress.Resolver {
 func TestKumoMTAExamplePolicy(t *testing.T) {
 	path := copyFixture(t)
 	dir := filepath.Dir(path)
-	p, err := luapolicy.Load(path, luapolicy.Options{Resolver: testResolver(t)})
+	p, err := luapolicy.Load(path, luapolicy.Options{Resolver: testResolver(t), Logger: quietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestKumoMTAExamplePolicy(t *testing.T) {
 // The check lists the fixture's unsupported Vault keys, by file.
 func TestKumoMTAExamplePolicyCheck(t *testing.T) {
 	path := copyFixture(t)
-	_, err := luapolicy.Load(path, luapolicy.Options{Check: true, Resolver: testResolver(t)})
+	_, err := luapolicy.Load(path, luapolicy.Options{Check: true, Resolver: testResolver(t), Logger: quietLogger})
 	var ce *luapolicy.CheckError
 	if !errors.As(err, &ce) {
 		t.Fatalf("check: %v", err)

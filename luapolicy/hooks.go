@@ -386,8 +386,10 @@ type lazyPool struct {
 
 func (lp *lazyPool) Name() string { return lp.name }
 
-// Next returns the next source by weight. If the pool cannot be built
-// (a handler error), the default source is used and the error logged.
+// Next returns the next source by weight. If the pool cannot be built (a
+// handler error), the error is logged and the previous definition used;
+// without one Next returns nil, which the server treats as a temporary
+// failure rather than sending from an address the policy did not name.
 func (lp *lazyPool) Next() egress.EgressSource {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
@@ -397,7 +399,7 @@ func (lp *lazyPool) Next() egress.EgressSource {
 		if err != nil {
 			lp.p.log.Error("egress pool unavailable; using the default source", "pool", lp.name, "err", err)
 			if lp.cur == nil {
-				return egress.DefaultSource()
+				return nil
 			}
 		} else {
 			if lp.cur == nil || sig != lp.sig {

@@ -23,12 +23,12 @@ import (
 // a broken edit is refused with the running policy kept.
 func TestReloadUnderLoad(t *testing.T) {
 	e := newPolicyEnv(t, "testdata/helpers")
-	l, err := luapolicy.LoadLive(filepath.Join(e.dir, "init.lua"), luapolicy.Options{DKIMKeyDir: filepath.Join(e.dir, "keys")})
+	l, err := luapolicy.LoadLive(filepath.Join(e.dir, "init.lua"), luapolicy.Options{DKIMKeyDir: filepath.Join(e.dir, "keys"), Logger: quietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	srv, addrs, err := l.Start(mta.Options{Hostname: "mx.policy.test", DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory()})
+	srv, addrs, err := l.Start(mta.Options{Hostname: "mx.policy.test", Logger: quietLogger, DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -222,6 +222,13 @@ func load(path, src string, opts Options) (*Policy, error) {
 	if err == nil {
 		err = p.finishHelpers(s)
 	}
+	if err == nil && opts.Check {
+		for _, fn := range s.handlers["validate_config"] {
+			if _, verr := s.call(fn); verr != nil {
+				p.addError(fmt.Errorf("validate_config: %w", verr))
+			}
+		}
+	}
 	if err != nil {
 		p.addError(err)
 	}

@@ -406,3 +406,35 @@ func TestConstructorErrors(t *testing.T) {
 func queueErr(p any) error  { _, err := newQueueConfig(p); return err }
 func sourceErr(p any) error { _, err := newEgressSource(p); return err }
 func pathErr(p any) error   { _, err := newEgressPath(p); return err }
+
+func TestWarningsAndValidateConfig(t *testing.T) {
+	src := `
+kumo.on('smtp_server_ehlo', function(domain) end)
+kumo.on('validate_config', function()
+  print('validating')
+  error('pool "x" is not defined')
+end)
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '/tmp/d', rocks_params = { x = 1 } }
+  kumo.define_spool { name = 'meta', path = '/tmp/d' }
+end)
+`
+	path := writePolicy(t, src, nil)
+	quiet := slog.New(slog.NewTextHandler(discard{}, nil))
+	p, err := Load(path, Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	w := strings.Join(p.Warnings(), "\n")
+	for _, want := range []string{`init.lua:2: kumo.on: mtakit does not fire the event "smtp_server_ehlo"`, "init.lua:8: kumo.define_spool: mtakit accepts and ignores rocks_params"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	// validate_config runs only in check mode.
+	_, err = Load(path, Options{Logger: quiet, Check: true})
+	if err == nil || !strings.Contains(err.Error(), "validate_config") || !strings.Contains(err.Error(), `init.lua:5: pool "x" is not defined`) {
+		t.Errorf("check: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package luapolicy
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -16,7 +15,6 @@ type state struct {
 	p          *Policy
 	L          *lua.LState
 	primary    bool // the state whose init event configures the server
-	inInit     bool
 	handlers   map[string][]*lua.LFunction
 	msgMeta    *lua.LTable // metatable of message objects
 	addrMeta   *lua.LTable // metatable of address objects
@@ -28,6 +26,14 @@ type state struct {
 	helperFns map[*lua.LFunction]string
 	// listenerTable is the data of policy-extras.listener_domains.
 	listenerTable domainTable
+}
+
+// firedEvents are the events mtakit calls handlers for; validate_config
+// runs in check mode (Options.Check), as under "kumod --validate".
+var firedEvents = map[string]bool{
+	"pre_init": true, "init": true, "get_listener_domain": true, "smtp_server_message_received": true,
+	"http_message_generated": true, "get_queue_config": true, "get_egress_source": true, "get_egress_pool": true,
+	"get_egress_path_config": true, "validate_config": true,
 }
 
 // multiEvents may have several handlers, called in registration order
@@ -45,6 +51,8 @@ func (p *Policy) newState(primary bool) (*state, error) {
 	s := &state{p: p, L: L, primary: primary, handlers: map[string][]*lua.LFunction{}}
 	kumo := s.kumoModule()
 	L.SetGlobal("kumo", kumo)
+	// print goes to the policy's logger, as in KumoMTA.
+	L.SetGlobal("print", L.NewFunction(s.logFunc("info")))
 	L.PreloadModule("kumo", func(L *lua.LState) int { L.Push(kumo); return 1 })
 	s.preloadExtras()
 	if pkg, ok := L.GetGlobal("package").(*lua.LTable); ok {
@@ -69,8 +77,6 @@ func (p *Policy) newState(primary bool) (*state, error) {
 
 // runInit runs the pre_init and init handlers of the primary state.
 func (s *state) runInit() error {
-	s.inInit = true
-	defer func() { s.inInit = false }()
 	for _, ev := range []string{"pre_init", "init"} {
 		for _, fn := range s.handlers[ev] {
 			if _, err := s.call(fn); err != nil {
@@ -237,6 +243,9 @@ func (s *state) kumoOn(L *lua.LState) int {
 	if !multiEvents[name] && len(s.handlers[name]) > 0 {
 		L.RaiseError("kumo.on: event %q already has a handler; only %s may have several", name, strings.Join(sortedKeys(multiEvents), ", "))
 	}
+	if !firedEvents[name] && !strings.HasPrefix(name, "make.") && s.primary {
+		s.p.warn(fmt.Sprintf("%s kumo.on: mtakit does not fire the event %q; its handler never runs", s.where(), name))
+	}
 	s.handlers[name] = append(s.handlers[name], fn)
 	return 0
 }
@@ -348,5 +357,3 @@ func (s *state) memoize(L *lua.LState) int {
 	}))
 	return 1
 }
-
-var errNotInInit = errors.New("may only be called from the init event")
