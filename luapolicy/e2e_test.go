@@ -224,6 +224,9 @@ func testEndToEnd(t *testing.T, policyDir string) {
 			if r.Meta["tenant"] == nil {
 				t.Errorf("Delivery record without meta tenant: %+v", r)
 			}
+			if r.SourceAddress == nil || !strings.HasPrefix(r.SourceAddress.Address, "127.0.0.1:") {
+				t.Errorf("Delivery record source_address %+v, want the sources' 127.0.0.1", r.SourceAddress)
+			}
 		}
 	}
 	if pools["gold mail"] != "pool-gold/gold" || pools["plain mail"] != "pool-default/plain" {
