@@ -27,6 +27,12 @@ func TestParseThrottle(t *testing.T) {
 		{"100/fortnight", ThrottleSpec{}, true},
 		{"x/s", ThrottleSpec{}, true},
 		{"5/s,max_burst=0", ThrottleSpec{}, true},
+		{"100/hours", ThrottleSpec{}, true},
+		{"100/1.5s", ThrottleSpec{}, true},
+		{"100/5", ThrottleSpec{}, true},
+		{"10000/h", ThrottleSpec{Limit: 10000, Period: time.Hour}, false},
+		{"1/minute", ThrottleSpec{Limit: 1, Period: time.Minute}, false},
+		{"500/d,max_burst=1", ThrottleSpec{Limit: 500, Period: 24 * time.Hour, MaxBurst: 1}, false},
 	}
 	for _, tc := range tests {
 		got, err := ParseThrottle(tc.in)
