@@ -20,6 +20,9 @@
 //
 // Specs marked "local:" (ThrottleSpec.Local, LimitSpec.Local) never use
 // Redis.
+//
+// ActionBus shares traffic shaping automation actions (shaping.Action)
+// across the fleet on the same Redis server.
 package redisthrottle
 
 import (
