@@ -3,6 +3,7 @@ package shaping
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -209,6 +210,9 @@ func (s *Shaping) Observe(ctx context.Context, source, site, domain string, resp
 			}
 			act = e.Action
 			s.auto.activate(activeKey{rule.id, i, source, target}, e)
+			if s.opts.OnAction != nil {
+				s.opts.OnAction(act)
+			}
 			s.log.Info("shaping: automation action", "kind", act.Kind, "name", act.Name, "value", act.Value,
 				"source", source, "site", site, "domain", domain, "duration", act.Duration,
 				"reason", reason, "rule", rule.Origin, "response", line)
@@ -268,6 +272,89 @@ func (s *Shaping) CancelActions(match func(Action) bool) int {
 		s.auto.epoch.Add(1)
 	}
 	return n
+}
+
+// ImportAction puts in force an action triggered elsewhere, typically by
+// another node of a fleet (see Options.OnAction), until a.Expires. Kind,
+// Source, Site, Domain, Rollup, Expires and, for SetConfig and
+// SetDomainConfig, Name and Value (as formatted by Observe) are used. It
+// does not call OnAction. An action already expired is ignored.
+func (s *Shaping) ImportAction(a Action) error {
+	if !contains(actionKinds, a.Kind) {
+		return fmt.Errorf("shaping: import action: unknown kind %q", a.Kind)
+	}
+	if !s.now().Before(a.Expires) {
+		return nil
+	}
+	e := &activeEntry{Action: a}
+	target := a.Domain
+	switch a.Kind {
+	case ActionSuspend:
+		target = a.Site
+	case ActionSetConfig, ActionSetDomainConfig:
+		v, err := valueFromString(a.Name, a.Value)
+		if err != nil {
+			return fmt.Errorf("shaping: import action: %s %s=%q: %w", a.Kind, a.Name, a.Value, err)
+		}
+		e.value = v
+		if a.Kind == ActionSetDomainConfig {
+			e.Rollup = false
+		}
+		if e.Rollup {
+			target = a.Site
+		}
+	}
+	key := activeKey{rule: "import\x00" + a.Kind + "\x00" + a.Name + "\x00" + a.Reason, source: a.Source, target: target}
+	s.auto.activate(key, e)
+	return nil
+}
+
+// valueFromString recovers a checked SetConfig value from its text: as a
+// string, or else as the integer, boolean or float it spells.
+func valueFromString(name, text string) (any, error) {
+	v, err := checkParam(name, text)
+	if err == nil {
+		return v, nil
+	}
+	if n, perr := strconv.ParseInt(text, 10, 64); perr == nil {
+		return checkParam(name, n)
+	}
+	if b, perr := strconv.ParseBool(text); perr == nil {
+		return checkParam(name, b)
+	}
+	if f, perr := strconv.ParseFloat(text, 64); perr == nil {
+		return checkParam(name, f)
+	}
+	return nil, err
+}
+
+// InheritActions carries the automation state of old (the actions in
+// force and the threshold counts) over to s, for a configuration reload.
+// Threshold counts carry over for rules defined at the same place of the
+// same file.
+func (s *Shaping) InheritActions(old *Shaping) {
+	if old == nil || old == s {
+		return
+	}
+	old.auto.mu.Lock()
+	active := make(map[activeKey]*activeEntry, len(old.auto.active))
+	for k, e := range old.auto.active {
+		c := *e
+		active[k] = &c
+	}
+	events := make(map[eventKey][]time.Time, len(old.auto.events))
+	for k, v := range old.auto.events {
+		events[k] = slices.Clone(v)
+	}
+	old.auto.mu.Unlock()
+	for k, e := range active {
+		s.auto.activate(k, e)
+	}
+	s.auto.mu.Lock()
+	for k, v := range events {
+		s.auto.events[k] = v
+	}
+	s.auto.mu.Unlock()
 }
 
 // singleLine writes a response as KumoMTA's Response::to_single_line:

@@ -258,3 +258,48 @@ func BenchmarkPathConfigCached(b *testing.B) {
 		}
 	})
 }
+
+// Actions pass between nodes through OnAction and ImportAction, and
+// survive a reload through InheritActions.
+func TestActionSharingAndReload(t *testing.T) {
+	opts, _ := testOptions(t)
+	clock := newClock()
+	opts.Now = clock.Now
+	var sent []shaping.Action
+	optsA := opts
+	optsA.OnAction = func(a shaping.Action) { sent = append(sent, a) }
+	a := mustLoad(t, optsA, communityFixture(t))
+	b := mustLoad(t, opts, communityFixture(t))
+	ctx := context.Background()
+
+	acts := a.Observe(ctx, "ip-1", siteYahoo, "yahoo.com", shaping.Response{Code: 421, Text: "[TS04] Messages from 192.0.2.1 temporarily deferred"})
+	if len(sent) != 3 || len(acts) != 3 {
+		t.Fatalf("sent %d, returned %d", len(sent), len(acts))
+	}
+	for _, act := range sent {
+		if err := b.ImportAction(act); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := pathConfig(t, b, "ip-1", siteYahoo, "yahoo.com")
+	if !c.Suspended || c.ConnectionLimit != 1 || c.MaxMessageRate != "1/minute" {
+		t.Errorf("imported: suspended %v limit %d rate %q", c.Suspended, c.ConnectionLimit, c.MaxMessageRate)
+	}
+	if n := len(b.ActiveActions()); n != 3 {
+		t.Errorf("%d active on b", n)
+	}
+	if err := b.ImportAction(shaping.Action{Kind: shaping.ActionSetConfig, Name: "connection_limit", Value: "lots", Expires: clock.Now().Add(time.Hour)}); err == nil {
+		t.Error("bad value imported")
+	}
+
+	// Reload: a new Shaping inherits a's state.
+	a2 := mustLoad(t, opts, communityFixture(t))
+	a2.InheritActions(a)
+	if c := pathConfig(t, a2, "ip-1", siteYahoo, "yahoo.com"); !c.Suspended || c.ConnectionLimit != 1 {
+		t.Errorf("after reload: suspended %v limit %d", c.Suspended, c.ConnectionLimit)
+	}
+	clock.Advance(2 * time.Hour)
+	if c := pathConfig(t, a2, "ip-1", siteYahoo, "yahoo.com"); c.Suspended || c.ConnectionLimit != 10 {
+		t.Errorf("inherited actions did not expire: suspended %v limit %d", c.Suspended, c.ConnectionLimit)
+	}
+}

@@ -95,6 +95,11 @@ type Options struct {
 	// provider block.
 	DNSFail, NullMX, AliasedSite, ProviderOverlap CheckLevel
 
+	// OnAction, when set, is called with every action that Observe
+	// triggers, after it is in force: a fleet passes it on to the other
+	// nodes, which call ImportAction.
+	OnAction func(Action)
+
 	// Logger receives load warnings and errors and automation actions;
 	// nil discards.
 	Logger *slog.Logger

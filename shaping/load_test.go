@@ -321,3 +321,29 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+// Errors in a copy of the community file land on the right lines,
+// including inside its second comcast.net automation rule.
+func TestCommunityFileErrorLines(t *testing.T) {
+	opts, _ := testOptions(t)
+	text := string(communityFixture(t).Data)
+	text = strings.Replace(text, `remember_broken_tls = "3 days"`, `remember_broken_tls = "3 dayz"`, 1)
+	text = strings.Replace(text, `regex = "^(?!.*KumoMTA internal).*RL000010"`, `regex = "^(?!.*KumoMTA internal.*RL000010"`, 1)
+	text = strings.Replace(text, `provider_connection_limit = 10`, `provider_connection_limit = "ten"`, 1)
+	text = strings.Replace(text, `connection_limit = "local:5"`, `connection_limit = "remote:5"`, 1)
+	_, err := shaping.Load(context.Background(), opts, file("shaping.toml", text))
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"shaping.toml:64: default.remember_broken_tls:", `shaping.toml:150: provider.apple.provider_connection_limit:`,
+		`shaping.toml:175: "comcast.net".automation[1].regex:`, `shaping.toml:238: "http://127.0.0.1:8008.tsa.kumomta".connection_limit:`}
+	if len(lines) != len(want) {
+		t.Fatalf("errors:\n%s", err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("error %d: %q, want prefix %q", i, lines[i], w)
+		}
+	}
+}

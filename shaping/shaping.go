@@ -1,11 +1,57 @@
 // Package shaping decides how fast and in what manner mtakit talks to each
-// destination: the egress path configuration of KumoMTA.
+// destination: KumoMTA's egress path configuration, its shaping.toml
+// files and its traffic shaping automation (TSA), in process.
 //
-// A [Shaper] maps (egress source, site, domain) to a [PathConfig]. The full
-// implementation that loads KumoMTA's shaping.toml (defaults, per-domain
-// blocks, MX rollup, providers, per-source overrides and automation rules)
-// is built by its own issue; this package holds the interface and the
-// configuration type with KumoMTA's defaults.
+// A [Shaper] maps (egress source, site, domain) to a [PathConfig] and
+// reacts to the responses of each path through Observe. [PathFunc] adapts
+// a Go function; [Shaping] is the full implementation:
+//
+//   - [Load] merges shaping.toml files in order, accepting KumoMTA's format
+//     exactly: the "default" block, domain blocks (mx_rollup, default true,
+//     keys them by the site name of their MX hosts, resolved at load time
+//     through [Options].LookupMX and SiteName; lookups that fail or find a
+//     null MX skip the block as KumoMTA's dns_fail and null_mx levels
+//     describe), replace_base, per-source blocks (sources), provider blocks
+//     with MXSuffix, DomainSuffix and HostName match rules, and automation
+//     rules. Every make_egress_path key is accepted and checked; unknown
+//     keys and bad values (durations, ThrottleSpecs, LimitSpecs, TLS modes,
+//     regexes, actions) are errors naming file and line. KumoMTA's default
+//     shaping file is embedded ([DefaultFile], served by [ReadFiles] for
+//     [DefaultFilePath]).
+//   - [Shaping.PathConfig] merges in KumoMTA's documented order: default,
+//     matching providers, provider source blocks, the site's mx_rollup
+//     block, the domain's mx_rollup=false block, the site block's source
+//     block, the domain block's source block. Results are cached (about
+//     0.1 µs a lookup).
+//   - [Shaping.Observe] applies the automation rules of the path (default,
+//     providers, site, domain) to a response: regexes in fancy-regex syntax
+//     (dlclark/regexp2, with a match timeout), triggers Immediate and
+//     {Threshold="N/period"}, and actions Suspend, SetConfig,
+//     SetDomainConfig, SuspendTenant, SuspendCampaign, Bounce, BounceTenant
+//     and BounceCampaign for the rule's duration. Suspend and SetConfig show
+//     in PathConfig (Suspended, overridden keys) until they expire by
+//     themselves; [Shaping.ActiveActions] lists what is in force and
+//     [Shaping.CancelActions] lifts it. The tenant, campaign and bounce
+//     actions are returned for the queue engine to apply.
+//   - [Throttle] enforces rates and connection limits by key:
+//     [LocalThrottle] in one process; package shaping/redisthrottle shares
+//     them through Redis across a fleet.
+//
+// Deviations from KumoMTA:
+//
+//   - Automation runs in the process that delivers, not in a separate
+//     tsa-daemon fed by log records; its state is per process.
+//   - A Threshold trigger counts the matches on the path (source, site) in
+//     the preceding period of the threshold, as KumoMTA documents ("10/hr":
+//     10 matches in the preceding hour); KumoMTA's tsa-daemon counts over
+//     the rule's duration instead.
+//   - Only TOML files are read (no JSON, no HTTP sources).
+//   - A later provider block's provider_max_message_rate replaces an
+//     earlier one's (KumoMTA's provider merge forgets it).
+//   - Keys mtakit does not act on (enable_dane, use_lmtp, ...) are kept in
+//     PathConfig.Other.
+//   - A provider block matching on MX host names does not match a null-MX
+//     domain.
 package shaping
 
 import (
@@ -218,6 +264,8 @@ type Shaper interface {
 	// automation actions that the response triggers, if any.
 	Observe(ctx context.Context, source, site, domain string, resp Response) []Action
 }
+
+var _ Shaper = (*Shaping)(nil)
 
 // PathFunc adapts a function to Shaper, for configurations computed in Go
 // without automation: Observe never returns actions.
