@@ -221,6 +221,15 @@ func (ps policyShaper) Observe(ctx context.Context, source, site, domain string,
 	return x.Observe(ctx, source, site, domain, resp)
 }
 
+// shapingEngine returns the configuration loaded by policy-extras.shaping,
+// or nil.
+func (p *Policy) shapingEngine() *shaping.Shaping {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sh, _ := p.extraShaper.(*shaping.Shaping)
+	return sh
+}
+
 // extraShaper is the Go shaper of policy-extras.shaping, whose Observe
 // carries the automation rules.
 type extraShaper interface {

@@ -74,6 +74,11 @@ func (l *Live) Reload() error {
 	if err != nil {
 		return fmt.Errorf("luapolicy: reload of %s failed; keeping the running policy: %w", l.path, err)
 	}
+	// Automation actions in force (suspensions, SetConfig) and threshold
+	// counts survive the reload, as KumoMTA's TSA state does.
+	if ns, os := p.shapingEngine(), l.cur.Load().shapingEngine(); ns != nil && os != nil {
+		ns.InheritActions(os)
+	}
 	old := l.cur.Swap(p)
 	l.epoch.Add(1)
 	l.stamps = stampFiles(p.Files())
