@@ -76,8 +76,8 @@ func (l *Live) Reload() error {
 	}
 	// Automation actions in force (suspensions, SetConfig) and threshold
 	// counts survive the reload, as KumoMTA's TSA state does.
-	if ns, os := p.shapingEngine(), l.cur.Load().shapingEngine(); ns != nil && os != nil {
-		ns.InheritActions(os)
+	if next, prev := p.shapingEngine(), l.cur.Load().shapingEngine(); next != nil && prev != nil {
+		next.InheritActions(prev)
 	}
 	old := l.cur.Swap(p)
 	l.epoch.Add(1)
