@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mtakit/mtakit/dkim"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/spool"
 )
@@ -436,5 +437,84 @@ end)
 	_, err = Load(path, Options{Logger: quiet, Check: true})
 	if err == nil || !strings.Contains(err.Error(), "validate_config") || !strings.Contains(err.Error(), `init.lua:5: pool "x" is not defined`) {
 		t.Errorf("check: %v", err)
+	}
+}
+
+// The data and utility functions, checked from Lua.
+func TestKumoFunctions(t *testing.T) {
+	files := map[string]string{
+		"data.toml": "name = \"x\"\nlist = [1, 2]\n[table]\nk = true\n",
+		"data.json": `{"name": "y", "n": 1.5, "list": ["a"]}`,
+	}
+	src := `
+local utils = require 'policy-extras.policy_utils'
+local t = kumo.toml_load('data.toml')
+assert(t.name == 'x' and t.list[2] == 2 and t.table.k == true, 'toml_load')
+local j = kumo.json_load('data.json')
+assert(j.name == 'y' and j.n == 1.5 and j.list[1] == 'a', 'json_load')
+assert(kumo.serde.json_parse('{"a": [1]}').a[1] == 1, 'serde.json_parse')
+assert(kumo.json_parse(kumo.json_encode({ a = 'b' })).a == 'b', 'json round trip')
+assert(kumo.toml_parse(kumo.toml_encode({ a = 'b' })).a == 'b', 'toml round trip')
+assert(utils.load_json_or_toml_file('data.toml').name == 'x', 'load_json_or_toml_file')
+local dst = { a = 1 }
+utils.merge_into({ b = 2 }, dst)
+assert(dst.a == 1 and dst.b == 2, 'merge_into')
+assert(#utils.table_keys({ x = 1, y = 2 }) == 2, 'table_keys')
+assert(utils.table_contains({ 'p', 'q' }, 'q') and not utils.table_contains({ 'p' }, 'z'), 'table_contains')
+assert(utils.starts_with('kumomta', 'kumo') and utils.ends_with('kumomta', 'mta'), 'starts_with/ends_with')
+local calls = 0
+local f = kumo.memoize(function(a) calls = calls + 1; return a * 2 end, { name = 'double', ttl = '1 minute', capacity = 10 })
+assert(f(2) == 4 and f(2) == 4 and calls == 1, 'memoize')
+local ok, err = pcall(kumo.json_parse, '{bad')
+assert(not ok and tostring(err):find('JSON'), 'json_parse error')
+`
+	if _, err := Load(writePolicy(t, src, files), Options{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kumo.dkim signers take a key file or { key_data = ... }; a message
+// received over HTTP runs http_message_generated.
+func TestSignerKeySourcesAndHTTPEvent(t *testing.T) {
+	dir := t.TempDir()
+	kf, err := dkim.WriteKeyFiles(dkim.KeygenOptions{Dir: dir, Domain: "example.com", Selector: "ed", KeyOptions: dkim.KeyOptions{Type: dkim.KeyTypeEd25519}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey, _ := os.ReadFile(kf.KeyPath)
+	src := fmt.Sprintf(`
+local by_file = kumo.dkim.ed25519_signer { domain = 'example.com', selector = 'ed', headers = { 'From' }, key = %q }
+local by_data = kumo.dkim.ed25519_signer { domain = 'example.com', selector = 'ed2', headers = { 'From', 'Subject' },
+  key = { key_data = %q }, header_canonicalization = 'Simple', expiration = '1 day' }
+kumo.on('http_message_generated', function(msg)
+  msg:set_meta('event', 'http')
+  msg:dkim_sign(by_file)
+  msg:dkim_sign(by_data)
+end)
+kumo.on('smtp_server_message_received', function(msg) kumo.reject(550, '5.7.1 not this event') end)
+`, kf.KeyPath, string(pemKey))
+	p, err := Load(writePolicy(t, src, nil), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	delivered := make(chan []byte, 1)
+	srv, err := mta.New(mta.Options{DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory(),
+		Logger: slog.New(slog.NewTextHandler(discard{}, nil)),
+		Policy: mta.Policy{MessageReceived: p.MessageReceived, QueueConfig: func(string, string, string, string, string) (mta.QueueConfig, error) {
+			return mta.QueueConfig{Protocol: mta.Protocol{Deliver: func(_ context.Context, d *mta.Delivery) error { delivered <- d.Data; return nil }}}, nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if _, err := srv.Inject(context.Background(), &mta.Submission{Sender: "s@example.com", Recipients: []string{"r@dest.test"}, Protocol: "HTTP",
+		Data: []byte("From: s@example.com\r\nSubject: hi\r\n\r\nbody\r\n")}); err != nil {
+		t.Fatal(err)
+	}
+	data := string(<-delivered)
+	if strings.Count(data, "DKIM-Signature:") != 2 || !strings.Contains(data, "s=ed;") || !strings.Contains(data, "s=ed2;") ||
+		!strings.Contains(data, "a=ed25519-sha256") || !strings.Contains(data, "c=simple/relaxed") {
+		t.Errorf("signatures:\n%s", data)
 	}
 }
