@@ -118,7 +118,9 @@ func (p *Policy) QueueConfig(queue, campaign, tenant, domain, routingDomain stri
 		return v.cfg, nil
 	}
 	var q *queueConfigValue
-	err := p.withState(context.Background(), func(s *state) error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
+	defer cancel()
+	err := p.withState(ctx, func(s *state) error {
 		v, err := s.fire("get_queue_config", lua.LString(domain), optString(tenant), optString(campaign), optString(routingDomain))
 		if err != nil {
 			return err
@@ -404,7 +406,9 @@ func (lp *lazyPool) Next() egress.EgressSource {
 	defer lp.mu.Unlock()
 	now := nowFunc()
 	if lp.cur == nil || now.After(lp.expires) {
-		wp, sig, err := lp.p.egressPool(context.Background(), lp.name)
+		ctx, cancel := context.WithTimeout(context.Background(), lp.p.timeout())
+		wp, sig, err := lp.p.egressPool(ctx, lp.name)
+		cancel()
 		if err != nil {
 			lp.p.log.Error("egress pool unavailable; using the default source", "pool", lp.name, "err", err)
 			if lp.cur == nil {

@@ -50,6 +50,12 @@ type Options struct {
 	// system's resolv.conf.
 	Resolver *egress.Resolver
 
+	// Timeout bounds the evaluation of init.lua and its init event, and
+	// each call of a lookup handler that has no context of its own
+	// (get_queue_config, get_egress_source, get_egress_pool), so that a
+	// policy stuck in a loop fails instead of hanging. 0 means 1 minute.
+	Timeout time.Duration
+
 	// DKIMKeyDir replaces /opt/kumomta/etc/dkim as the directory in which
 	// policy-extras.dkim_sign looks for DOMAIN/SELECTOR.key files.
 	DKIMKeyDir string
@@ -215,9 +221,16 @@ func load(path, src string, opts Options) (*Policy, error) {
 		p.slots <- struct{}{}
 	}
 	p.track(path)
-	s, err := p.newState(true)
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
+	defer cancel()
+	s, err := p.newStateCtx(ctx, true)
 	if err == nil {
+		s.L.SetContext(ctx)
 		err = s.runInit()
+		s.L.RemoveContext()
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("luapolicy: %s: the init event did not finish within %v (a loop?): %w", path, p.timeout(), err)
+		}
 	}
 	if err == nil {
 		err = p.finishHelpers(s)
@@ -266,6 +279,13 @@ func checkFail(path string, opts Options, err error) error {
 		return &CheckError{File: path, Errors: []error{err}}
 	}
 	return err
+}
+
+func (p *Policy) timeout() time.Duration {
+	if p.opts.Timeout > 0 {
+		return p.opts.Timeout
+	}
+	return time.Minute
 }
 
 // File returns the policy file name.

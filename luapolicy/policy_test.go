@@ -518,3 +518,28 @@ kumo.on('smtp_server_message_received', function(msg) kumo.reject(550, '5.7.1 no
 		t.Errorf("signatures:\n%s", data)
 	}
 }
+
+// A policy stuck in a loop fails after Options.Timeout instead of hanging.
+func TestLoopsAreBounded(t *testing.T) {
+	for name, src := range map[string]string{
+		"top level":  "while true do end\n",
+		"init event": "kumo.on('init', function() while true do end end)\n",
+	} {
+		start := time.Now()
+		_, err := Load(writePolicy(t, src, nil), Options{Timeout: 200 * time.Millisecond})
+		if err == nil || !strings.Contains(err.Error(), "did not finish within 200ms") {
+			t.Errorf("%s: %v", name, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: took %v", name, d)
+		}
+	}
+	p, err := Load(writePolicy(t, "kumo.on('get_queue_config', function() while true do end end)\n", nil), Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.QueueConfig("a.example", "", "", "a.example", ""); err == nil {
+		t.Error("a looping get_queue_config returned no error")
+	}
+}

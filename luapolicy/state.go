@@ -1,6 +1,7 @@
 package luapolicy
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -47,6 +48,14 @@ var multiEvents = map[string]bool{
 }
 
 func (p *Policy) newState(primary bool) (*state, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
+	defer cancel()
+	return p.newStateCtx(ctx, primary)
+}
+
+// newStateCtx creates a state and evaluates init.lua in it; ctx bounds
+// the evaluation.
+func (p *Policy) newStateCtx(ctx context.Context, primary bool) (*state, error) {
 	L := lua.NewState(lua.Options{SkipOpenLibs: false})
 	s := &state{p: p, L: L, primary: primary, handlers: map[string][]*lua.LFunction{}}
 	kumo := s.kumoModule()
@@ -67,9 +76,15 @@ func (p *Policy) newState(primary bool) (*state, error) {
 	s.connMetaMT = s.connMetaMetatable()
 	s.emptyConnMeta = s.connMeta(nil)
 
+	L.SetContext(ctx)
 	L.Push(L.NewFunctionFromProto(p.proto))
-	if err := L.PCall(0, 0, nil); err != nil {
+	err := L.PCall(0, 0, nil)
+	L.RemoveContext()
+	if err != nil {
 		L.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("luapolicy: %s: evaluation did not finish within %v (a loop?): %w", p.file, p.timeout(), luaError(err))
+		}
 		return nil, luaError(err)
 	}
 	return s, nil
