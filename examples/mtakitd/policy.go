@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -115,7 +116,8 @@ func runCheck(args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
 		}
 		for _, e := range ce.Errors {
-			fmt.Fprintf(stdout, "error: %s\n", e)
+			// An error that joins several problems prints one per line.
+			fmt.Fprintf(stdout, "error: %s\n", strings.ReplaceAll(e.Error(), "\n", "\n       "))
 		}
 		return fmt.Errorf("check: %s: %d error(s)", file, len(ce.Errors))
 	case err != nil:
