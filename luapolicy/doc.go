@@ -77,8 +77,9 @@
 // toml_encode, json_load, json_parse, json_encode, json_encode_pretty
 // (also under kumo.serde); log_debug, log_info, log_warn, log_error;
 // invoke_get_egress_path_config. Durations are KumoMTA's ("5 minutes",
-// "1h 30m", "90s" or a number of seconds), sizes accept "20MiB", "10mb" or
-// "1_000_000", throttles are ThrottleSpecs ("100/s", "10/5min").
+// "1h 30m", "90s", parsed by shaping.ParseDuration, or a number of
+// seconds), sizes accept "20MiB", "10mb" or "1_000_000", throttles are
+// ThrottleSpecs ("100/s", "10/5min").
 //
 // The message object has id, sender, recipient, recipient_list,
 // from_header, get_meta, set_meta, get_data, set_data,

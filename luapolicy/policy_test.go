@@ -120,27 +120,29 @@ local q = kumo.make_queue_config { max_age = '3 dayz' }
 	}
 }
 
-func TestParseDurationAndSize(t *testing.T) {
+// Durations are KumoMTA's (through shaping.ParseDuration) or a number of
+// seconds; sizes take units.
+func TestDurationAndSizeParameters(t *testing.T) {
 	durations := []struct {
-		in   string
+		in   any
 		want time.Duration
 	}{
 		{"5 minutes", 5 * time.Minute}, {"1m", time.Minute}, {"90s", 90 * time.Second}, {"2 hours", 2 * time.Hour},
-		{"1h 30m", 90 * time.Minute}, {"3 days", 72 * time.Hour}, {"17 mins", 17 * time.Minute}, {"10", 10 * time.Second},
-		{"200ms", 200 * time.Millisecond}, {"1 minute", time.Minute}, {"24 hours", 24 * time.Hour},
+		{"1h 30m", 90 * time.Minute}, {"3 days", 72 * time.Hour}, {"17 mins", 17 * time.Minute}, {int64(10), 10 * time.Second},
+		{"200ms", 200 * time.Millisecond}, {1.5, 1500 * time.Millisecond},
 	}
 	for _, tc := range durations {
-		got, err := ParseDuration(tc.in)
-		if err != nil || got != tc.want {
-			t.Errorf("ParseDuration(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		f := newFields("test", map[string]any{"d": tc.in})
+		var got time.Duration
+		if !f.duration("d", &got) || got != tc.want || f.done() != nil {
+			t.Errorf("duration %v = %v, %v; want %v", tc.in, got, f.done(), tc.want)
 		}
 	}
-	for _, bad := range []string{"", "5", "five minutes", "5 parsecs", "-3"} {
-		if bad == "5" {
-			continue // a bare number is seconds
-		}
-		if _, err := ParseDuration(bad); err == nil {
-			t.Errorf("ParseDuration(%q) succeeded", bad)
+	for _, bad := range []any{"", "five minutes", "5 parsecs", "10", true} {
+		f := newFields("test", map[string]any{"d": bad})
+		var got time.Duration
+		if f.duration("d", &got) || f.done() == nil {
+			t.Errorf("duration %#v accepted as %v", bad, got)
 		}
 	}
 	sizes := []struct {

@@ -8,9 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/mtakit/mtakit/shaping"
 )
 
 // toGo converts a Lua value to the Go value JSON would give: nil, bool,
@@ -138,77 +139,6 @@ func toLua(L *lua.LState, v any) lua.LValue {
 	ud := L.NewUserData()
 	ud.Value = v
 	return ud
-}
-
-// ParseDuration parses a KumoMTA duration: a number of seconds, or one or
-// more "<number><unit>" terms as the humantime crate accepts them ("5
-// minutes", "1m", "90s", "2 hours", "1h 30m", "3 days"). Units: ns, us,
-// ms, s/sec/secs/second/seconds, m/min/mins/minute/minutes,
-// h/hr/hrs/hour/hours, d/day/days, w/week/weeks, M/month/months (30.44
-// days), y/year/years (365.25 days).
-func ParseDuration(s string) (time.Duration, error) {
-	in := strings.TrimSpace(s)
-	if in == "" {
-		return 0, errors.New("empty duration")
-	}
-	if n, err := strconv.ParseFloat(in, 64); err == nil {
-		if n < 0 {
-			return 0, fmt.Errorf("negative duration %q", s)
-		}
-		return time.Duration(n * float64(time.Second)), nil
-	}
-	var total time.Duration
-	rest := in
-	for rest != "" {
-		rest = strings.TrimLeftFunc(rest, unicode.IsSpace)
-		i := 0
-		for i < len(rest) && (rest[i] >= '0' && rest[i] <= '9' || rest[i] == '.') {
-			i++
-		}
-		if i == 0 {
-			return 0, fmt.Errorf("invalid duration %q: expected a number at %q", s, rest)
-		}
-		n, err := strconv.ParseFloat(rest[:i], 64)
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: %v", s, err)
-		}
-		rest = strings.TrimLeftFunc(rest[i:], unicode.IsSpace)
-		j := 0
-		for j < len(rest) && unicode.IsLetter(rune(rest[j])) {
-			j++
-		}
-		unit := rest[:j]
-		rest = rest[j:]
-		var mul time.Duration
-		switch unit {
-		case "ns", "nsec":
-			mul = time.Nanosecond
-		case "us", "usec":
-			mul = time.Microsecond
-		case "ms", "msec":
-			mul = time.Millisecond
-		case "s", "sec", "secs", "second", "seconds":
-			mul = time.Second
-		case "m", "min", "mins", "minute", "minutes":
-			mul = time.Minute
-		case "h", "hr", "hrs", "hour", "hours":
-			mul = time.Hour
-		case "d", "day", "days":
-			mul = 24 * time.Hour
-		case "w", "week", "weeks":
-			mul = 7 * 24 * time.Hour
-		case "M", "month", "months":
-			mul = time.Duration(30.44 * 24 * float64(time.Hour))
-		case "y", "year", "years":
-			mul = time.Duration(365.25 * 24 * float64(time.Hour))
-		case "":
-			return 0, fmt.Errorf("invalid duration %q: missing unit after %v (write \"%v seconds\", \"%vm\", ...)", s, n, n, n)
-		default:
-			return 0, fmt.Errorf("invalid duration %q: unknown unit %q", s, unit)
-		}
-		total += time.Duration(n * float64(mul))
-	}
-	return total, nil
 }
 
 // ParseSize parses a byte size: a number, or a number with a unit such as
@@ -382,7 +312,7 @@ func (f *fields) duration(key string, dst *time.Duration) bool {
 		*dst = time.Duration(n * float64(time.Second))
 		return true
 	case string:
-		d, err := ParseDuration(n)
+		d, err := shaping.ParseDuration(n)
 		if err != nil {
 			f.fail(key, "%v", err)
 			return false
