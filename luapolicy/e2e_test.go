@@ -221,6 +221,10 @@ func testEndToEnd(t *testing.T, policyDir string) {
 		if r.Type == logs.Delivery {
 			subject, _ := r.Headers["Subject"].(string)
 			pools[subject] = deref(r.EgressPool) + "/" + deref(r.EgressSource)
+			wantQueue := map[string]string{"gold mail": "gold@", "plain mail": "other@"}[subject]
+			if !strings.HasPrefix(r.Queue, wantQueue) {
+				t.Errorf("%q was queued in %q, want the tenant's queue %s...", subject, r.Queue, wantQueue)
+			}
 			if r.Meta["tenant"] == nil {
 				t.Errorf("Delivery record without meta tenant: %+v", r)
 			}
