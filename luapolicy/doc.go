@@ -137,8 +137,9 @@
 //     contacted, and shaper.setup_publish() does nothing.
 //   - A reload (Live) replaces hooks and lookups, not spools, logs,
 //     listeners or the set of egress pool names.
-//   - msg:import_scheduling_header fails when the header is present:
-//     mtakit has no per-message scheduling yet.
+//   - msg:import_scheduling_header refuses a message that has the header
+//     (550 5.7.0): mtakit has no per-message scheduling yet. (The queue
+//     helper's scheduling_header is parsed by mta/queues and not applied.)
 //   - configure_bounce_classifier: a file under /opt/kumomta/share that
 //     is not installed is replaced by mtakit's built-in rules, with a
 //     warning.

@@ -248,7 +248,11 @@ func (s *state) messageMetatable() *lua.LTable {
 				h.remove(func(f headerField) bool { return f.is(name) })
 				m.SetData(h.bytes())
 			}
-			L.RaiseError("msg:import_scheduling_header: the message has a %s header, but mtakit does not support scheduled sending yet", name)
+			// Sending now what was meant for later would be worse than
+			// refusing: the sender learns why.
+			ud := L.NewUserData()
+			ud.Value = &rejectError{code: 550, text: "5.7.0 scheduled sending (" + name + " header) is not supported by this server"}
+			L.Error(ud, 0)
 			return 0
 		},
 		"dkim_sign": func(L *lua.LState) int {
