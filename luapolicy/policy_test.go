@@ -545,3 +545,20 @@ func TestLoopsAreBounded(t *testing.T) {
 		t.Error("a looping get_queue_config returned no error")
 	}
 }
+
+func TestSchedulingHeaderIsRefused(t *testing.T) {
+	src := "kumo.on('smtp_server_message_received', function(msg) msg:import_scheduling_header('X-Schedule', true) end)\n"
+	p, err := Load(writePolicy(t, src, nil), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := runPolicyOnMessage(t, p, "From: a@example.com\nSubject: now\n\nbody\n"); err != nil {
+		t.Fatalf("without the header: %v", err)
+	}
+	_, err = runPolicyOnMessage(t, p, "From: a@example.com\nX-Schedule: {\"first_attempt\": \"2030-01-01T00:00:00Z\"}\n\nbody\n")
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || !strings.Contains(se.Message, "X-Schedule") {
+		t.Fatalf("with the header: %v, want 550 naming X-Schedule", err)
+	}
+}
