@@ -99,8 +99,10 @@
 // community shaping.toml first unless no_default_files, embedded in
 // package shaping), listener_domains (listener_domains.toml or .json with
 // per-listener tables and wildcards), dkim_sign (dkim_data.toml through
-// package dkim), policy_utils, and log_hooks (accepted with a warning:
-// mtakit has no log hooks yet). When a helper's handler is the only
+// package dkim), policy_utils, and log_hooks (new_json: each log record is
+// POSTed as JSON to the URL, see [Policy.LogHooks]; new with a Lua
+// constructor and new_disposition_hook are accepted with a warning and do
+// nothing). When a helper's handler is the only
 // handler of its event, the hooks call the Go implementation directly,
 // without Lua: the Shaper is then the shaping package's *shaping.Shaping,
 // with its automation rules, and the egress pools are those of
@@ -137,6 +139,12 @@
 //     contacted, and shaper.setup_publish() does nothing.
 //   - A reload (Live) replaces hooks and lookups, not spools, logs,
 //     listeners or the set of egress pool names.
+//   - log_hooks:new_json keeps unsent records in memory, not in a spooled
+//     queue as KumoMTA does: records not sent when the server stops are
+//     lost. A non-2xx answer drops the record (KumoMTA's permanent
+//     failure); a transport error is retried with queue_config's backoff.
+//     The hook's log_parameters headers and meta are added to those of
+//     every log sink.
 //   - msg:import_scheduling_header refuses a message that has the header
 //     (550 5.7.0): mtakit has no per-message scheduling yet. (The queue
 //     helper's scheduling_header is parsed by mta/queues and not applied.)

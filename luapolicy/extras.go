@@ -29,7 +29,7 @@ func (s *state) preloadExtras() {
 		"dkim_sign":        {"setup": s.dkimSignSetup},
 		"log_hooks": {
 			"new":                  s.logHooksNew("new"),
-			"new_json":             s.logHooksNew("new_json"),
+			"new_json":             s.logHooksNewJSON,
 			"new_disposition_hook": s.logHooksNew("new_disposition_hook"),
 		},
 		"sources": {"setup": s.sourcesSetup},

@@ -135,7 +135,10 @@ func TestKumoMTAExamplePolicy(t *testing.T) {
 	}
 
 	warnings := strings.Join(p.Warnings(), "\n")
-	for _, w := range []string{"Traffic Shaping Automation publish/subscribe", "log hooks are not supported", "bounce_classifier/iana.toml is not installed"} {
+	if h := p.LogHooks(); len(h) != 1 || h[0].Name != "webhook" || h[0].URL != "http://10.0.0.1:4242/log" || len(h[0].Headers) != 2 {
+		t.Errorf("log hooks %+v", h)
+	}
+	for _, w := range []string{"Traffic Shaping Automation publish/subscribe", "bounce_classifier/iana.toml is not installed"} {
 		if !strings.Contains(warnings, w) {
 			t.Errorf("warnings lack %q:\n%s", w, warnings)
 		}

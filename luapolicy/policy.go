@@ -132,6 +132,7 @@ type Policy struct {
 	classifier  *bounce.Classifier
 	esmtp       []ListenerConfig
 	http        []HTTPListener
+	logHooks    []LogHook
 	resolver    *egress.ResolverOptions
 	events      map[string]int  // number of handlers per event (primary state)
 	poolNames   map[string]bool // pool names known at load time

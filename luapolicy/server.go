@@ -156,6 +156,10 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 		base.LogHeaders = append(base.LogHeaders, lc.Headers...)
 		base.LogMeta = append(base.LogMeta, lc.Meta...)
 	}
+	for _, h := range p.LogHooks() {
+		base.LogHeaders = append(base.LogHeaders, h.Headers...)
+		base.LogMeta = append(base.LogMeta, h.Meta...)
+	}
 	if base.Logger == nil {
 		base.Logger = p.log
 	}
@@ -163,10 +167,10 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 }
 
 // Start builds and starts a server from the policy: it opens the spools
-// (OpenSpools) unless base has them, opens the local logs, creates the
-// mta.Server with ServerOptions and starts every ESMTP listener. The HTTP
-// listeners are not started (see HTTPListeners). On error everything
-// opened is closed again.
+// (OpenSpools) unless base has them, the local logs and the log hooks
+// (OpenLogHooks), creates the mta.Server with ServerOptions and starts
+// every ESMTP listener. The HTTP listeners are not started (see
+// HTTPListeners). On error everything opened is closed again.
 func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err error) {
 	return p.start(base, p.ServerOptions, p.DomainLookup())
 }
@@ -195,6 +199,12 @@ func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Op
 		}
 		base.Log = l
 		closers = append(closers, l)
+	}
+	if hooks := p.OpenLogHooks(); len(hooks) > 0 {
+		base.Log = logs.Multi(append([]logs.Sink{base.Log}, hooks...)...)
+		for _, h := range hooks {
+			closers = append(closers, h)
+		}
 	}
 	opts, err := serverOptions(base)
 	if err != nil {
