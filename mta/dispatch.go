@@ -61,8 +61,7 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 
 	if deliver := cfg.Protocol.Deliver; deliver != nil {
 		name := egress.ReadyQueueName(source.Name(), routing, "go")
-		rq := s.readyQueueFor(name, routing, source, poolName, funcOpener{deliver}, s.pathConfig(ctx, source.Name(), routing, routing))
-		rq.push(m)
+		s.enqueueReady(name, routing, source, poolName, funcOpener{deliver}, s.pathConfig(ctx, source.Name(), routing, routing), m)
 		return
 	}
 
@@ -78,8 +77,7 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 		return
 	}
 	name := egress.ReadyQueueName(source.Name(), plan.SiteName, "smtp_client")
-	rq := s.readyQueueFor(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan), pc)
-	rq.push(m)
+	s.enqueueReady(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan), pc, m)
 }
 
 // resolve returns the delivery plan for a routing domain: its MX hosts, or

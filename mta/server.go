@@ -73,6 +73,16 @@ type Options struct {
 	// the envelope sender of every bounced or expired recipient (never for
 	// the null reverse-path). Off by default, as in KumoMTA.
 	DSN bool
+	// StallTimeout bounds how long a ready queue (the messages for one
+	// destination site from one egress source) may go without finishing
+	// an attempt while it has work. Past it, the queue's sessions are
+	// cancelled and its waiting messages go back to the scheduled queue
+	// with a transient failure, so a peer that accepts connections and
+	// never answers cannot hold mail beyond max_age. Default
+	// DefaultStallTimeout (10 minutes); keep it above the longest
+	// legitimate transaction (the per-phase timeouts of the path config).
+	StallTimeout time.Duration
+
 	// HoldDelivery starts the server with delivery held: mail is received
 	// and queued but not sent until ReleaseDelivery is called.
 	HoldDelivery bool
@@ -122,8 +132,9 @@ type Server struct {
 	stopping chan struct{} // closed when delivery stops
 	workers  sync.WaitGroup
 
-	readyMu sync.Mutex
-	ready   map[string]*readyQueue
+	readyMu      sync.Mutex
+	ready        map[string]*readyQueue
+	stallTimeout time.Duration
 
 	mu        sync.Mutex
 	listeners []*listener.Listener
@@ -171,6 +182,10 @@ func New(opts Options) (*Server, error) {
 		}
 		s.resolver = r
 	}
+	s.stallTimeout = opts.StallTimeout
+	if s.stallTimeout <= 0 {
+		s.stallTimeout = DefaultStallTimeout
+	}
 	s.defaultPool = egress.NewPool("unspecified", egress.WeightedSource{Source: egress.DefaultSource()})
 	s.runCtx, s.cancel = context.WithCancel(context.Background())
 	s.sched.held = opts.HoldDelivery
@@ -178,11 +193,12 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	due := make(chan *queuedMessage)
-	s.workers.Add(1 + dispatchers)
+	s.workers.Add(2 + dispatchers)
 	go func() {
 		defer s.workers.Done()
 		s.sched.run(s.stopping, due)
 	}()
+	go s.stallLoop()
 	for range dispatchers {
 		go s.dispatchLoop(due)
 	}
@@ -305,8 +321,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(append(errs, s.closeStores())...)
 }
 
-// stopDelivery stops the scheduler and lets deliveries in progress finish
-// until ctx expires, when they are aborted (their messages stay spooled).
+// stopDelivery stops delivery: the scheduler releases nothing more and
+// workers take no further message from their ready queues, so only the
+// attempts in progress go on. They may finish until ctx expires; then they
+// are aborted (an attempt cut this way is logged as a transient failure).
+// Messages that were waiting stay in the spool with their state untouched.
 func (s *Server) stopDelivery(ctx context.Context) {
 	close(s.stopping)
 	done := make(chan struct{})
@@ -318,6 +337,15 @@ func (s *Server) stopDelivery(ctx context.Context) {
 		<-done
 	}
 	s.cancel()
+}
+
+func (s *Server) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // Close stops the listeners immediately, cutting connections, and closes
@@ -337,8 +365,9 @@ func (s *Server) Close() error {
 		errs = append(errs, l.Close())
 	}
 	s.serving.Wait()
-	s.cancel()
-	s.stopDelivery(context.Background())
+	aborted, abort := context.WithCancel(context.Background())
+	abort()
+	s.stopDelivery(aborted) // stop taking work first, then abort what is in progress
 	return errors.Join(append(errs, s.closeStores())...)
 }
 
