@@ -131,11 +131,19 @@ type engine struct {
 	closed   bool
 	inflight sync.WaitGroup
 
-	pendingMu   sync.Mutex
-	pending     map[string]int // keys of queued, uncommitted removals (see Remove)
-	enumerating int            // Enumerate calls in progress
-	deferred    []string       // removals committed while enumerating
+	// Read-your-removals and enumeration consistency; see Remove and
+	// Enumerate.
+	pendingMu sync.Mutex
+	pending   map[string]int           // keys of queued, uncommitted removals
+	commits   uint64                   // committed groups so far
+	cursors   map[*enumCursor]struct{} // Enumerate calls in progress
+	touched   map[string]uint64        // key -> commit that last wrote it, kept while cursors exist
 }
+
+// enumCursor is one Enumerate in progress: the commit count when its
+// current chunk was read. A key touched by a later commit may be stale in
+// the chunk and is read again.
+type enumCursor struct{ readAt uint64 }
 
 var _ Spool = (*Badger)(nil)
 
@@ -223,6 +231,8 @@ func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
 		writes:  make(chan *writeOp, maxGroupOps),
 		stop:    make(chan struct{}),
 		pending: make(map[string]int),
+		cursors: make(map[*enumCursor]struct{}),
+		touched: make(map[string]uint64),
 	}
 	b.bg.Add(1)
 	go b.commitLoop()
@@ -306,41 +316,83 @@ func (b *engine) removed(key []byte) bool {
 	return b.pending[string(key)] > 0
 }
 
-// unpend forgets a removal once it is committed. While an Enumerate is in
-// progress it keeps the key hidden instead: the enumeration may hold a
-// snapshot read before the commit, which still has the value.
-func (b *engine) unpend(key []byte) {
-	b.pendingMu.Lock()
-	defer b.pendingMu.Unlock()
-	if b.enumerating > 0 {
-		b.deferred = append(b.deferred, string(key))
-		return
-	}
-	b.forgetLocked(string(key))
-}
-
 func (b *engine) forgetLocked(key string) {
 	if b.pending[key]--; b.pending[key] <= 0 {
 		delete(b.pending, key)
 	}
 }
 
-// beginEnumerate and endEnumerate bracket an Enumerate (see unpend).
-func (b *engine) beginEnumerate() {
-	b.pendingMu.Lock()
-	b.enumerating++
-	b.pendingMu.Unlock()
-}
-
-func (b *engine) endEnumerate() {
+// committed records a committed group before its callers hear of it:
+// every key it wrote is marked touched for the enumerations in progress,
+// and its removals stop being pending (Load then reads the database,
+// which has them).
+func (b *engine) committed(ops []*writeOp) {
 	b.pendingMu.Lock()
 	defer b.pendingMu.Unlock()
-	if b.enumerating--; b.enumerating == 0 {
-		for _, k := range b.deferred {
-			b.forgetLocked(k)
+	b.commits++
+	for _, op := range ops {
+		if len(b.cursors) > 0 {
+			b.touched[string(op.key)] = b.commits
 		}
-		b.deferred = nil
+		if op.async {
+			b.forgetLocked(string(op.key))
+		}
 	}
+}
+
+// beginEnumerate and endEnumerate bracket an Enumerate.
+func (b *engine) beginEnumerate() *enumCursor {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	c := &enumCursor{readAt: b.commits}
+	b.cursors[c] = struct{}{}
+	return c
+}
+
+func (b *engine) endEnumerate(c *enumCursor) {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	delete(b.cursors, c)
+	b.pruneLocked()
+}
+
+// nextChunk notes that c is about to read a chunk: keys touched by commits
+// before now are in it as committed.
+func (b *engine) nextChunk(c *enumCursor) {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	c.readAt = b.commits
+	b.pruneLocked()
+}
+
+// pruneLocked forgets touches that every enumeration's chunk already
+// reflects, so the map stays bounded however enumerations overlap.
+func (b *engine) pruneLocked() {
+	if len(b.cursors) == 0 {
+		clear(b.touched)
+		return
+	}
+	oldest := b.commits
+	for c := range b.cursors {
+		oldest = min(oldest, c.readAt)
+	}
+	for k, at := range b.touched {
+		if at <= oldest {
+			delete(b.touched, k)
+		}
+	}
+}
+
+// freshness says how an enumeration should treat a key read in its current
+// chunk: skip it (removal pending), read it again (written since), or use it.
+func (b *engine) freshness(c *enumCursor, key []byte) (skip, reread bool) {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	if b.pending[string(key)] > 0 {
+		return true, false
+	}
+	at, ok := b.touched[string(key)]
+	return false, ok && at > c.readAt
 }
 
 // finish reports an op's outcome: to the waiting caller, or for an async
@@ -353,7 +405,6 @@ func (b *engine) finish(op *writeOp, err error) {
 	if err != nil {
 		b.log.Error("spool: queued removal failed; the message may be retried after a restart", "id", op.id, "dir", b.dir, "err", err)
 	}
-	b.unpend(op.key)
 	b.leave()
 }
 
@@ -428,12 +479,14 @@ func (b *engine) commitGroup(ops []*writeOp) {
 			if err != nil {
 				// Only this op is bad (a value over the value-log file
 				// size, say); the transaction is unaffected.
+				b.committed([]*writeOp{op}) // nothing written, but no longer pending
 				b.finish(op, err)
 				continue
 			}
 			inTxn = append(inTxn, op)
 		}
 		err := b.commit(txn)
+		b.committed(inTxn)
 		for _, op := range inTxn {
 			b.finish(op, err)
 		}
@@ -492,15 +545,17 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 // own read transaction, and calls fn between chunks' transactions, so fn may
 // call Store and Remove and take its time without pinning old versions.
 // Consequently it is not a snapshot: a value stored during enumeration with
-// an ID beyond the current position is visited.
+// an ID beyond the current position is visited. A key written (stored or
+// removed) after its chunk was read is read again before fn sees it, so fn
+// gets the current value, as from Load, and never a removed one.
 func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error {
 	eng := b.e
 	if b.isClosed() || !eng.enter() {
 		return fmt.Errorf("spool: enumerate: %w", ErrClosed)
 	}
 	defer eng.leave()
-	eng.beginEnumerate()
-	defer eng.endEnumerate()
+	cur := eng.beginEnumerate()
+	defer eng.endEnumerate(cur)
 	prefix := b.prefix
 	type entry struct {
 		id   ID
@@ -512,6 +567,7 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 	seek := prefix
 	for {
 		var chunk []entry
+		eng.nextChunk(cur)
 		err := eng.db.View(func(txn *badger.Txn) error {
 			iopts := badger.DefaultIteratorOptions
 			iopts.Prefix = prefix
@@ -553,7 +609,20 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("spool: enumerate: %w", err)
 			}
-			if eng.removed(badgerKey(prefix, e.id)) {
+			skip, reread := eng.freshness(cur, badgerKey(prefix, e.id))
+			if reread {
+				// Stored or removed since the chunk was read: use the
+				// current value, as Load would.
+				v, err := b.Load(ctx, e.id)
+				switch {
+				case errors.Is(err, ErrNotFound):
+					skip = true
+				case err != nil:
+					return fmt.Errorf("spool: enumerate: %w", err)
+				}
+				e.data = v
+			}
+			if skip {
 				continue
 			}
 			if err := fn(e.id, e.data); err != nil {
