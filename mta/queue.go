@@ -148,6 +148,14 @@ func (s *scheduler) run(stop <-chan struct{}, out chan<- *queuedMessage) {
 	}
 }
 
+// isLive reports whether id is a message the scheduler knows.
+func (s *scheduler) isLive(id spool.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.live[id]
+	return ok
+}
+
 func (s *scheduler) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -193,7 +193,8 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	due := make(chan *queuedMessage)
-	s.workers.Add(2 + dispatchers)
+	s.workers.Add(3 + dispatchers)
+	go s.reclaimOrphans()
 	go func() {
 		defer s.workers.Done()
 		s.sched.run(s.stopping, due)

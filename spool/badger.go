@@ -63,6 +63,7 @@ const (
 	// transaction and memory stays bounded with 20 MB bodies.
 	enumChunkEntries = 128
 	enumChunkBytes   = 16 << 20
+	enumIDChunk      = 4096 // IDs per read transaction in EnumerateIDs
 )
 
 // keyPrefix namespaces the entries of a spool opened with OpenBadger, so
@@ -633,6 +634,57 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 		// appending a zero byte gives the smallest key greater than it.
 		last := chunk[len(chunk)-1].id
 		seek = append(badgerKey(prefix, last), 0)
+	}
+}
+
+// EnumerateIDs implements [IDEnumerator]: Enumerate over keys only, which
+// reads no value from the value log. IDs whose removal is queued are
+// skipped; fn runs outside any transaction.
+func (b *Badger) EnumerateIDs(ctx context.Context, fn func(id ID) error) error {
+	eng := b.e
+	if b.isClosed() || !eng.enter() {
+		return fmt.Errorf("spool: enumerate ids: %w", ErrClosed)
+	}
+	defer eng.leave()
+	prefix := b.prefix
+	seek := prefix
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("spool: enumerate ids: %w", err)
+		}
+		chunk := make([]ID, 0, enumIDChunk)
+		err := eng.db.View(func(txn *badger.Txn) error {
+			iopts := badger.DefaultIteratorOptions
+			iopts.Prefix = prefix
+			iopts.PrefetchValues = false
+			it := txn.NewIterator(iopts)
+			defer it.Close()
+			for it.Seek(seek); it.ValidForPrefix(prefix) && len(chunk) < enumIDChunk; it.Next() {
+				k := it.Item().Key()
+				var id ID
+				if len(k) != len(prefix)+len(id) {
+					return fmt.Errorf("malformed key %q", k)
+				}
+				copy(id[:], k[len(prefix):])
+				chunk = append(chunk, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("spool: enumerate ids: %w", err)
+		}
+		if len(chunk) == 0 {
+			return nil
+		}
+		for _, id := range chunk {
+			if eng.removed(badgerKey(prefix, id)) {
+				continue
+			}
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+		seek = append(badgerKey(prefix, chunk[len(chunk)-1]), 0)
 	}
 }
 

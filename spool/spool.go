@@ -62,3 +62,20 @@ type Spool interface {
 	// instead).
 	Close() error
 }
+
+// IDEnumerator is implemented by spools that can list their IDs without
+// reading values; callers that need only the IDs (reclaiming orphaned
+// bodies at start-up, say) use it when present and fall back to
+// Enumerate. fn may call the spool's other methods.
+type IDEnumerator interface {
+	EnumerateIDs(ctx context.Context, fn func(id ID) error) error
+}
+
+// EnumerateIDs calls fn for every ID in s, in ascending order, through
+// IDEnumerator when s implements it and through Enumerate otherwise.
+func EnumerateIDs(ctx context.Context, s Spool, fn func(id ID) error) error {
+	if e, ok := s.(IDEnumerator); ok {
+		return e.EnumerateIDs(ctx, fn)
+	}
+	return s.Enumerate(ctx, func(id ID, _ []byte) error { return fn(id) })
+}

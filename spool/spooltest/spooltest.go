@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Spool) {
 		{"EnumerateStop", testEnumerateStop},
 		{"EnumerateCallsBack", testEnumerateCallsBack},
 		{"StoreAfterRemove", testStoreAfterRemove},
+		{"EnumerateIDs", testEnumerateIDs},
 		{"StoreAfterRemoveWhileEnumerating", testStoreAfterRemoveWhileEnumerating},
 		{"ChangesDuringEnumerate", testChangesDuringEnumerate},
 		{"EmptyValue", testEmptyValue},
@@ -290,6 +291,33 @@ func testEnumerateCallsBack(t *testing.T, s spool.Spool) {
 		t.Fatalf("Enumerate with fn calling Store and Remove: %v", err)
 	}
 	checkContents(t, s, want)
+}
+
+// testEnumerateIDs checks spool.EnumerateIDs (the spool's IDEnumerator,
+// if it has one): every ID once, in order, removed ones left out.
+func testEnumerateIDs(t *testing.T, s spool.Spool) {
+	var want []spool.ID
+	for i := range 30 {
+		id := spool.NewID()
+		mustStore(t, s, id, value(id, 10))
+		if i%3 == 0 {
+			if err := s.Remove(bg, id); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want = append(want, id)
+	}
+	var got []spool.ID
+	if err := spool.EnumerateIDs(bg, s, func(id spool.ID) error {
+		got = append(got, id)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("EnumerateIDs gave %d IDs, want %d in ascending order without the removed ones", len(got), len(want))
+	}
 }
 
 // testStoreAfterRemove checks that Store replaces any previous value,
