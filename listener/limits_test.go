@@ -1,0 +1,114 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dialSMTP connects and reads the greeting, returning its code and text.
+func dialSMTP(t *testing.T, addr string) (*textproto.Conn, int, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	tp := textproto.NewConn(c)
+	code, msg, _ := tp.ReadResponse(0)
+	return tp, code, msg
+}
+
+func cmd(t *testing.T, tp *textproto.Conn, line string) (int, string) {
+	t.Helper()
+	if err := tp.PrintfLine("%s", line); err != nil {
+		t.Fatal(err)
+	}
+	code, msg, _ := tp.ReadResponse(0)
+	return code, msg
+}
+
+// Connections beyond MaxConnections are refused with KumoMTA's 421; a
+// slot freed by a closed session is reused.
+func TestMaxConnections(t *testing.T) {
+	addr := startTCP(t, Config{Domains: fuzzDomains, MaxConnections: 2}, &memHandler{})
+	first, code, _ := dialSMTP(t, addr)
+	if code != 220 {
+		t.Fatalf("first connection greeted with %d", code)
+	}
+	if _, code, _ := dialSMTP(t, addr); code != 220 {
+		t.Fatalf("second connection greeted with %d", code)
+	}
+	_, code, msg := dialSMTP(t, addr)
+	if code != 421 || !strings.Contains(msg, "too many concurrent sessions") {
+		t.Fatalf("third connection got %d %q, want 421 too many concurrent sessions", code, msg)
+	}
+	cmd(t, first, "QUIT")
+	first.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, code, _ := dialSMTP(t, addr)
+		if code == 220 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slot of a closed session never freed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A connection may carry MaxMessagesPerConnection messages; the next MAIL
+// is refused with 451 so the client reconnects.
+func TestMaxMessagesPerConnection(t *testing.T) {
+	h := &memHandler{}
+	addr := startTCP(t, Config{Domains: fuzzDomains, MaxMessagesPerConnection: 2}, h)
+	tp, _, _ := dialSMTP(t, addr)
+	cmd(t, tp, "EHLO c.test")
+	for i := range 2 {
+		for _, line := range []string{"MAIL FROM:<a@x.test>", "RCPT TO:<b@relay.test>"} {
+			if code, msg := cmd(t, tp, line); code != 250 {
+				t.Fatalf("message %d: %s: %d %s", i+1, line, code, msg)
+			}
+		}
+		if code, _ := cmd(t, tp, "DATA"); code != 354 {
+			t.Fatalf("message %d: DATA %d", i+1, code)
+		}
+		if code, msg := cmd(t, tp, "Subject: x\r\n\r\nbody\r\n."); code != 250 {
+			t.Fatalf("message %d: %d %s", i+1, code, msg)
+		}
+	}
+	code, msg := cmd(t, tp, "MAIL FROM:<a@x.test>")
+	if code != 451 || !strings.Contains(msg, "too many messages on this connection (limit 2)") {
+		t.Fatalf("third MAIL got %d %q, want 451 too many messages", code, msg)
+	}
+}
+
+// A failing listener-domain lookup is a temporary condition: 451, never a
+// 550 that would bounce the client's mail, and the session goes on.
+func TestDomainLookupErrorIsTemporary(t *testing.T) {
+	failing := DomainLookupFunc(func(_ context.Context, domain, _ string) (*ListenerDomain, error) {
+		if domain == "broken.test" {
+			return nil, errors.New("policy backend unavailable")
+		}
+		return fuzzDomains.LookupListenerDomain(context.Background(), domain, "")
+	})
+	addr := startTCP(t, Config{Domains: failing, RelayHosts: []netip.Prefix{}}, &memHandler{})
+	tp, _, _ := dialSMTP(t, addr)
+	cmd(t, tp, "EHLO c.test")
+	if code, msg := cmd(t, tp, "MAIL FROM:<a@x.test>"); code != 250 {
+		t.Fatalf("MAIL: %d %s", code, msg)
+	}
+	if code, msg := cmd(t, tp, "RCPT TO:<b@broken.test>"); code != 451 {
+		t.Fatalf("RCPT to a domain whose lookup fails: %d %q, want 451", code, msg)
+	}
+	if code, msg := cmd(t, tp, "RCPT TO:<b@relay.test>"); code != 250 {
+		t.Fatalf("RCPT after the failure: %d %q, want 250", code, msg)
+	}
+}
