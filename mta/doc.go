@@ -39,10 +39,39 @@
 //     The meta spool is updated before the in-memory state; a finished
 //     message is removed from both spools.
 //
+// # Start-up, shutdown and lifecycle guarantees
+//
 // On start, New enumerates the meta spool and schedules every message
 // with its due time and attempt count, so a crash never loses an
 // acknowledged message; it may deliver one a second time if the crash came
-// between the remote 250 and the removal (at-least-once delivery).
+// between the remote 250 and the removal (at-least-once delivery). Meta
+// that cannot be decoded is logged and left in the spool for a person;
+// a message whose meta exists but whose data is missing (never
+// acknowledged) is dropped with a warning when it is first due. In the
+// background after start-up, bodies that no meta refers to (a crash
+// between the data and the meta store of an unacknowledged reception)
+// are removed; see reclaimOrphans for the conditions.
+//
+// Shutdown stops the listeners (transactions in progress finish and are
+// acknowledged), then stops delivery: the scheduler releases nothing more
+// and no worker takes another message from a ready queue, so only the
+// attempts already in progress go on. Messages that were waiting, in the
+// scheduled or a ready queue, keep their spooled state exactly (no
+// attempt counted, no record logged) and are due again at the next start.
+// If Shutdown's context expires, or on Close, attempts in progress are
+// cut; an attempt cut after it began is logged as a TransientFailure and
+// counted, one cut before it began is not.
+//
+// A ready queue exists while it has messages or workers; the last worker
+// to leave an empty queue removes it. A worker counts itself out in the
+// same critical section in which it finds the queue empty, so a message
+// pushed concurrently always finds a worker. A ready queue that has work
+// but finishes no attempt for Options.StallTimeout (default 10 minutes)
+// is considered stalled: its sessions are cancelled and its waiting
+// messages get a TransientFailure and go back to the scheduled queue, so
+// max_age holds even against a peer that accepts and never answers
+// (KumoMTA's issue 539). Messages waiting in a ready queue past their
+// max_age expire there too.
 //
 // # Compatibility with KumoMTA, and deviations
 //

@@ -11,6 +11,15 @@
 // github.com/dgraph-io/badger/v4 and durable, and [Memory], which keeps
 // everything in RAM for tests and for users who accept loss on restart.
 // Users who write their own Spool can check it with package spooltest.
+//
+// Contract highlights beyond Store's durability: Store replaces any
+// previous value, including one removed just before (Remove then Store
+// makes the ID present again, also while an Enumerate runs); Remove need
+// not be durable (a lost removal means a retry); Enumerate visits IDs in
+// ascending order, and fn may call Store and Remove on the same spool. The
+// badger implementation syncs every commit (SyncWrites), so an
+// acknowledged store survives power loss if the disk honours flushes; a
+// killed process alone cannot lose it either way.
 package spool
 
 import (
