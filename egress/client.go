@@ -102,8 +102,11 @@ type ConnInfo struct {
 	Host string
 	// Addr is the peer's address and port (peer_address.addr).
 	Addr netip.AddrPort
-	// LocalAddr is the local end of the connection (source_address).
+	// LocalAddr is the local end of the connection (source_address); for
+	// a connection through a proxy, the address the proxy sends from.
 	LocalAddr netip.AddrPort
+	// Proxy describes the proxy hop; nil for a direct connection.
+	Proxy *ProxyInfo
 	// EHLOName is the name this side announced.
 	EHLOName string
 	// Banner is the peer's greeting.
@@ -439,6 +442,7 @@ func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptEr
 			Host:      cand.host,
 			Addr:      ap,
 			LocalAddr: addrPortOf(nc.LocalAddr()),
+			Proxy:     proxyInfoOf(nc),
 			EHLOName:  d.ehlo,
 		},
 	}

@@ -70,6 +70,10 @@ func (c *Conn) readResponse(cmd string, timeout time.Duration) (Response, error)
 // Info describes the connection. It may be called at any time.
 func (c *Conn) Info() ConnInfo {
 	info := c.info
+	if info.Proxy != nil {
+		p := *info.Proxy
+		info.Proxy = &p
+	}
 	if info.TLS != nil {
 		t := *info.TLS
 		info.TLS = &t

@@ -3,7 +3,8 @@
 // pools of sources, MX resolution and SMTP client delivery.
 //
 // The EgressSource and Pool interfaces are defined here; Source implements
-// EgressSource (see SMTP delivery below).
+// EgressSource and WeightedPool implements Pool (see Sources, proxies and
+// pools below).
 //
 // # MX resolution
 //
@@ -39,13 +40,60 @@
 //     names (ReadyQueueName) and shaping mx_rollup keys match KumoMTA's;
 //     MXListSiteName gives the "mx_list:h1,h2" site of an explicit mx_list.
 //
-// # SMTP delivery
+// # Sources, proxies and pools
 //
-// Source (source.go) is the direct EgressSource: a name ("unspecified" for
-// DefaultSource, as KumoMTA), an optional source address bound with
-// net.Dialer.LocalAddr, an optional EHLO name and remote_port. KumoMTA's
-// HAProxy PROXY and SOCKS5 hops are not implemented; any EgressSource
-// whose Dial goes through a proxy can be used instead.
+// Source (source.go, proxy.go) is the EgressSource of KumoMTA's
+// make_egress_source: a name ("unspecified" for DefaultSource, as
+// KumoMTA), an optional source address bound with net.Dialer.LocalAddr,
+// an optional EHLO name, remote_port and ttl, and optionally one proxy
+// hop:
+//
+//   - ha_proxy_server + ha_proxy_source_address: the connection goes to
+//     the proxy (from source_address when set) and starts with a PROXY
+//     protocol v2 header (github.com/pires/go-proxyproto, pinned at
+//     v0.15.0, the newest release that builds with Go 1.26.8) naming
+//     ha_proxy_source_address, port 0, as the source and the mail host as
+//     the destination, exactly as KumoMTA's; the proxy makes the onward
+//     connection. As in KumoMTA the PROXY protocol cannot report a proxy
+//     that fails to bind the address: that shows as a banner timeout.
+//   - socks5_proxy_server + socks5_proxy_source_address (+ optional
+//     socks5_proxy_username / socks5_proxy_password, RFC 1929): KumoMTA's
+//     SOCKS5 dialogue, which its kumo-proxy serves: a BIND request for the
+//     source address (port 0), then a CONNECT to the mail host on the same
+//     connection. golang.org/x/net/proxy is not used: it only sends
+//     CONNECT and so cannot say which address the proxy should send from.
+//     A refused BIND is reported as "the proxy server failed to bind ...".
+//
+// Proxy host names are resolved when connecting and each address tried
+// in turn (KumoMTA "dev"); only addresses of source_address's family are
+// tried, and the proxy source address must be of the destination's
+// family. ConnInfo.Proxy names the proxy and ConnInfo.LocalAddr is the
+// address the proxy sends from. Differences from KumoMTA: a proxy server
+// without its source address (or the reverse), or both proxies at once,
+// is a configuration error (KumoMTA silently connects directly, or uses
+// the HAProxy); suspend_when_unplumbed and suspend_when_proxy_unhealthy
+// are parsed but sources are not suspended; ttl is kept (Options().TTL)
+// but a Source never expires: reload by building new sources.
+//
+// WeightedPool (pool.go) is a named pool with smooth weighted round robin
+// selection (nginx's): every window of sum(weights) picks of one cursor
+// holds each source exactly weight times, interleaved. Next uses the
+// pool's cursor; NextFor(queue) keeps a cursor per scheduled queue
+// (KeyedPool), as KumoMTA keeps a selector per queue, and a new queue's
+// cursor starts where the pool's cursor is, so that many one-message
+// queues are spread by weight too. KumoMTA uses LVS interleaved weighted
+// round robin, which also hits the weights exactly per cycle but orders
+// picks differently. A pool is rebuilt, not edited, on reload; messages
+// already bound to a source keep it.
+//
+// LoadSources (sources.go) reads sources.toml files in the format of
+// KumoMTA's policy-extras sources helper ([source."NAME"] tables with the
+// keys above, [pool."NAME"."SOURCE"] weight = N, default 1, 0 leaving
+// the source out). Files merge key by key. Unknown keys, wrong types,
+// invalid addresses and host names, and pools naming undefined sources
+// are errors of the form "file:line: message", all reported at once.
+//
+// # SMTP delivery
 //
 // Dial (client.go, tls.go) connects for one destination and Conn.Send
 // (send.go, conn.go) runs mail transactions on the connection; the caller
