@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/shaping"
@@ -84,7 +82,7 @@ type readyQueue struct {
 	workers  int
 	idle     int // workers waiting for a message
 	notify   chan struct{}
-	limiter  *rate.Limiter
+	limits   *pathLimits
 	failures int // consecutive connection failures
 
 	// sessCtx is the context of the queue's sessions; the stall watchdog
@@ -110,14 +108,10 @@ func (s *Server) enqueueReady(name, site string, source egress.EgressSource, poo
 	rq.mu.Lock()
 	rq.opener = opener
 	rq.cfg = cfg
-	lim, limErr := limiterFor(rq.limiter, cfg.MaxMessageRate)
-	rq.limiter = lim
+	rq.limits = s.limitsFor(rq.limits, source.Name(), site, cfg)
 	rq.mu.Unlock()
 	rq.push(m)
 	s.readyMu.Unlock()
-	if limErr != nil {
-		s.log.Warn("invalid max_message_rate from the shaper; sending unthrottled", "ready_queue", name, "err", limErr)
-	}
 }
 
 // push adds a message and starts a worker when none is free. The caller
@@ -255,10 +249,20 @@ func (rq *readyQueue) work() {
 func (rq *readyQueue) session(m *queuedMessage) (counted bool) {
 	srv := rq.srv
 	rq.mu.Lock()
-	cfg, opener, limiter, ctx := rq.cfg, rq.opener, rq.limiter, rq.sessCtx
+	cfg, opener, limits, ctx := rq.cfg, rq.opener, rq.limits, rq.sessCtx
 	rq.mu.Unlock()
 	proto := opener.Protocol()
 
+	// Fleet-wide connection slots and the connection rate come first:
+	// waiting for them is not an attempt.
+	release, err := srv.acquireConns(ctx, limits.conns)
+	if err != nil {
+		return rq.notTried(m, err, proto)
+	}
+	defer release()
+	if err := srv.allowRates(ctx, limits.connRate); err != nil {
+		return rq.notTried(m, err, proto)
+	}
 	sess, fail := opener.Open(ctx, cfg)
 	if fail != nil {
 		if srv.runCtx.Err() != nil {
@@ -277,12 +281,8 @@ func (rq *readyQueue) session(m *queuedMessage) (counted bool) {
 
 	sent := 0
 	for {
-		if limiter != nil {
-			if err := limiter.Wait(ctx); err != nil {
-				srv.requeueUnattempted(m)
-				rq.leave()
-				return true
-			}
+		if err := srv.allowRates(ctx, limits.msgRates); err != nil {
+			return rq.notTried(m, err, proto)
 		}
 		switch srv.deliverOne(ctx, rq, sess, m, proto) {
 		case aborted:
@@ -309,6 +309,20 @@ func (rq *readyQueue) session(m *queuedMessage) (counted bool) {
 			return true
 		}
 	}
+}
+
+// notTried handles a message whose worker stopped waiting for a throttle
+// before sending it: at shutdown it goes back unchanged (and the worker
+// exits); when the stall watchdog cancelled the queue's sessions it fails
+// like a connection that could not be made.
+func (rq *readyQueue) notTried(m *queuedMessage, err error, proto string) (counted bool) {
+	if errors.Is(err, errStopping) || rq.srv.runCtx.Err() != nil {
+		rq.srv.requeueUnattempted(m)
+		rq.leave()
+		return true
+	}
+	rq.connectionFailed(m, internalReply(451, "4.4.1", "waiting for a throttle: "+err.Error()), proto)
+	return false
 }
 
 func (rq *readyQueue) madeProgress() {
@@ -343,23 +357,6 @@ func uniform(r reply, n int) []reply {
 		out[i] = r
 	}
 	return out
-}
-
-// limiterFor returns a limiter for a ThrottleSpec, reusing old when the
-// rate is unchanged; nil means unlimited.
-func limiterFor(old *rate.Limiter, spec string) (*rate.Limiter, error) {
-	if spec == "" {
-		return nil, nil
-	}
-	t, err := shaping.ParseThrottle(spec)
-	if err != nil {
-		return nil, err
-	}
-	limit := rate.Limit(float64(t.Limit) / t.Period.Seconds())
-	if old != nil && old.Limit() == limit && old.Burst() == t.Burst() {
-		return old, nil
-	}
-	return rate.NewLimiter(limit, t.Burst()), nil
 }
 
 // DefaultStallTimeout is the default of Options.StallTimeout.

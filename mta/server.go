@@ -56,6 +56,13 @@ type Options struct {
 	// Shaper supplies the egress path configuration per destination;
 	// default: shaping.Default() for every path.
 	Shaper shaping.Shaper
+	// Throttle enforces the shaper's limits (connection_limit,
+	// max_connection_rate, max_message_rate and the additional_* limits)
+	// by key. The default is a shaping.LocalThrottle, limits per process;
+	// pass a shared one (package shaping/redisthrottle) to make a fleet of
+	// servers respect one limit. Specs marked "local:" always use a
+	// process-local throttle.
+	Throttle shaping.Throttle
 	// Resolver resolves MX and host names for delivery; default: the
 	// servers of /etc/resolv.conf.
 	Resolver *egress.Resolver
@@ -123,9 +130,11 @@ type Server struct {
 	nodeID string
 	sched  *scheduler
 
-	shaper      shaping.Shaper
-	resolver    *egress.Resolver
-	defaultPool egress.Pool
+	shaper        shaping.Shaper
+	throttle      shaping.Throttle
+	localThrottle *shaping.LocalThrottle
+	resolver      *egress.Resolver
+	defaultPool   egress.Pool
 
 	runCtx   context.Context // cancelled by Close to abort deliveries
 	cancel   context.CancelFunc
@@ -174,6 +183,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.shaper == nil {
 		s.shaper = defaultShaper
+	}
+	s.localThrottle = shaping.NewLocalThrottle()
+	s.throttle = opts.Throttle
+	if s.throttle == nil {
+		s.throttle = s.localThrottle
 	}
 	if s.resolver == nil {
 		r, err := egress.NewResolver(egress.ResolverOptions{Logger: s.log})
