@@ -68,6 +68,7 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 	}
 	peer, src, ti := sess.Peer()
 	s.settle(m, &attemptOutcome{rq: rq, proto: proto, peer: peer, source: src, tls: ti}, replies)
+	s.observe(ctx, rq, m, replies)
 	return attempted
 }
 

@@ -32,8 +32,9 @@ func (s *Server) dispatchLoop(due <-chan *queuedMessage) {
 // source, destination site. Routing failures settle the message at once.
 func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 	now := time.Now()
+	m.heldBy = nil
 	cfg := s.queueConfig(m.queue)
-	if s.expireIfTooOld(m, cfg, now) {
+	if s.expireIfTooOld(m, cfg, now) || s.checkRules(m, now) {
 		return
 	}
 	poolName := cfg.EgressPool
@@ -45,7 +46,14 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.4", "egress pool "+poolName+" is not defined"), len(m.meta.Recipients)))
 		return
 	}
-	source := pool.Next()
+	// Each scheduled queue spreads its mail over the pool by weight on
+	// its own, when the pool can (egress.WeightedPool can).
+	var source egress.EgressSource
+	if kp, ok := pool.(egress.KeyedPool); ok {
+		source = kp.NextFor(m.queue)
+	} else {
+		source = pool.Next()
+	}
 	if source == nil {
 		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.4", "egress pool "+poolName+" has no sources"), len(m.meta.Recipients)))
 		return

@@ -346,6 +346,7 @@ func (rq *readyQueue) connectionFailed(m *queuedMessage, r reply, proto string) 
 	rq.mu.Unlock()
 	outcome := &attemptOutcome{rq: rq, proto: proto}
 	rq.srv.settle(m, outcome, uniform(r, len(m.meta.Recipients)))
+	rq.srv.observe(rq.srv.runCtx, rq, m, []reply{r})
 	for _, d := range drained {
 		rq.srv.settle(d, outcome, uniform(r, len(d.meta.Recipients)))
 	}

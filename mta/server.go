@@ -141,6 +141,8 @@ type Server struct {
 	stopping chan struct{} // closed when delivery stops
 	workers  sync.WaitGroup
 
+	rules queueRules // admin and automation suspensions and bounces
+
 	readyMu      sync.Mutex
 	ready        map[string]*readyQueue
 	stallTimeout time.Duration

@@ -76,6 +76,12 @@ func (s *smtpSession) Peer() (*logs.PeerAddress, *logs.SourceAddress, tlsInfo) {
 	var src *logs.SourceAddress
 	if info.LocalAddr.IsValid() {
 		src = &logs.SourceAddress{Address: info.LocalAddr.String()}
+		if info.Proxy != nil {
+			// Through a proxy, LocalAddr is the address the proxy sends
+			// from; name the hop as KumoMTA's records do.
+			src.Server = info.Proxy.Server.String()
+			src.Protocol = info.Proxy.Protocol
+		}
 	}
 	var ti tlsInfo
 	if info.TLS != nil {
