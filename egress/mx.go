@@ -1,15 +1,19 @@
 package egress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/mtakit/mtakit/shaping"
 )
 
 // maxParallelHosts bounds concurrent address lookups within one ResolveMX.
@@ -410,4 +414,28 @@ func parseAddressLiteral(s string, outerPort uint16, hasOuter bool) (netip.Addr,
 		return netip.Addr{}, 0, invalid("bad address " + inner)
 	}
 	return a, port, nil
+}
+
+// MXHostNames returns domain's MX host names ordered by preference, then
+// name (the order SiteName expects), or the domain itself when it has no
+// MX. A null MX gives shaping.ErrNullMX. It has the signature of
+// shaping.Options.LookupMX, so a shaping configuration rolls up MX sites
+// with the same resolver the queue engine delivers with.
+func (r *Resolver) MXHostNames(ctx context.Context, domain string) ([]string, error) {
+	plan, err := r.ResolveMX(ctx, domain)
+	if errors.Is(err, ErrNullMX) {
+		return nil, shaping.ErrNullMX
+	}
+	if err != nil {
+		return nil, err
+	}
+	hosts := slices.Clone(plan.Hosts)
+	slices.SortStableFunc(hosts, func(a, b MXHost) int {
+		return cmp.Or(cmp.Compare(a.Preference, b.Preference), strings.Compare(a.Name, b.Name))
+	})
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	return names, nil
 }
