@@ -206,4 +206,3 @@ max_message_rate = "30/s,max_burst=1"
 		t.Errorf("sink got %d messages (%d duplicates), want %d, none twice", st.Messages, st.Duplicates, 2*perServer)
 	}
 }
-
