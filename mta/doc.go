@@ -73,17 +73,38 @@
 // (KumoMTA's issue 539). Messages waiting in a ready queue past their
 // max_age expire there too.
 //
+// # Shaping, throttles and automation
+//
+// The Shaper (shaping.Shaping loads KumoMTA's shaping.toml) gives each
+// ready queue its path config. Options.Throttle enforces the limits by
+// key: connection_limit and additional_connection_limits as slots held for
+// a session's life (fleet-wide with shaping/redisthrottle; the local
+// worker count enforces connection_limit in any case, and "local:"
+// limits stay per process), max_connection_rate before each connection,
+// max_message_rate and additional_message_rate_throttles before each
+// message. A worker waits for these without counting an attempt. Large
+// recipient lists go out in transactions of max_recipients_per_batch,
+// and recipients refused with 452 "too many recipients" go again in the
+// next transaction of the same attempt. Every response of an attempt goes
+// to Shaper.Observe: Suspend and SetConfig actions re-read the path config
+// (a suspended ready queue gives its waiting messages back with a
+// transient failure), SuspendTenant/SuspendCampaign become scheduled-queue
+// suspensions and Bounce/BounceTenant/BounceCampaign bounce rules (see
+// SuspendQueues and BounceQueues, which are also the admin API).
+//
 // # Compatibility with KumoMTA, and deviations
 //
 // Queue and ready queue names, the retry schedule and jitter, expiry
 // texts, log record fields and the X-KumoRef header follow KumoMTA. Known
 // differences: queue config and path config are asked for on every
 // routing decision instead of being cached with refresh_interval (the Go
-// hooks are cheap; luapolicy will memoize); the ready queue does not yet
-// split batches by max_recipients_per_batch; connection failures give the
-// message taken for the connection a TransientFailure, and only after
-// consecutive_connection_failures_before_delay failures does the whole
-// ready queue get one, without KumoMTA's ready-queue delay state;
-// admin suspension, bounce and rebind APIs, throttles shared across nodes
-// and automation actions from Shaper.Observe are not wired yet.
+// hooks are cheap, shaping.Shaping caches, luapolicy memoizes);
+// connection failures give the message taken for the connection a
+// TransientFailure, and after consecutive_connection_failures_before_delay
+// failures in a row every message waiting in the ready queue gets one
+// (KumoMTA's ready-queue delay); a message held by a scheduled-queue
+// suspension keeps its spooled due time, so after a restart it meets the
+// rules then in force (suspensions and bounce rules live in memory, as in
+// KumoMTA). Suspended paths charge an attempt each time a message comes
+// due while the suspension lasts.
 package mta

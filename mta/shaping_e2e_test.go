@@ -206,3 +206,32 @@ max_message_rate = "30/s,max_burst=1"
 		t.Errorf("sink got %d messages (%d duplicates), want %d, none twice", st.Messages, st.Duplicates, 2*perServer)
 	}
 }
+
+// A message for many recipients goes out in transactions of at most
+// max_recipients_per_batch, and recipients a host refuses with 452 "too
+// many recipients" go again in the next transaction, all in one attempt.
+func TestRecipientBatchesAnd452(t *testing.T) {
+	e := startE2E(t, time.Hour, time.Hour, smtpsink.Options{MaxRecipients: 2}, func(pc *shaping.PathConfig) { pc.MaxRecipientsPerBatch = 3 })
+	ts := restartWith(t, e, e.shaper, func(_ *mta.Options, cfg *listener.Config) { cfg.BatchHandling = listener.BatchByDomain })
+	rc := dialRaw(t, ts.addr)
+	ehlo(rc)
+	rcpts := []string{"a@dest.test", "b@dest.test", "c@dest.test", "d@dest.test", "e@dest.test"}
+	ids := sendMail(t, rc, "s@example.com", rcpts, testMessage("batch", "x"))
+	if len(ids) != 1 {
+		t.Fatalf("%d messages for one domain with BatchByDomain, want 1", len(ids))
+	}
+	ts.srv.ReleaseDelivery()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
+	d := ts.sink.ofType(logs.Delivery)
+	if len(d) != len(rcpts) || len(ts.sink.ofType(logs.TransientFailure)) != 0 {
+		t.Fatalf("%d deliveries, %d transient failures; want %d deliveries in the first attempt", len(d), len(ts.sink.ofType(logs.TransientFailure)), len(rcpts))
+	}
+	for _, r := range d {
+		if r.NumAttempts != 1 {
+			t.Errorf("%s delivered on attempt %d", r.Recipient[0], r.NumAttempts)
+		}
+	}
+	if st := e.sink.Stats(); st.Recipients != int64(len(rcpts)) || st.Messages != 3 {
+		t.Errorf("sink: %d recipients in %d transactions, want 5 in 3 (2+2+1 under its limit of 2)", st.Recipients, st.Messages)
+	}
+}
