@@ -152,7 +152,7 @@ func (s *Server) pathConfig(ctx context.Context, source, site, domain string) sh
 }
 
 func (s *Server) pool(name string) egress.Pool {
-	if p, ok := s.opts.EgressPools[name]; ok {
+	if p, ok := (*s.pools.Load())[name]; ok {
 		return p
 	}
 	if name == "unspecified" {

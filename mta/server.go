@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime"
@@ -130,6 +131,7 @@ type Server struct {
 	nodeID string
 	sched  *scheduler
 
+	pools         atomic.Pointer[map[string]egress.Pool] // see SetEgressPools
 	shaper        shaping.Shaper
 	throttle      shaping.Throttle
 	localThrottle *shaping.LocalThrottle
@@ -186,6 +188,8 @@ func New(opts Options) (*Server, error) {
 	if s.shaper == nil {
 		s.shaper = defaultShaper
 	}
+	pools := maps.Clone(opts.EgressPools)
+	s.pools.Store(&pools)
 	s.localThrottle = shaping.NewLocalThrottle()
 	s.throttle = opts.Throttle
 	if s.throttle == nil {
@@ -220,6 +224,15 @@ func New(opts Options) (*Server, error) {
 		go s.dispatchLoop(due)
 	}
 	return s, nil
+}
+
+// SetEgressPools replaces the egress pools (Options.EgressPools), for a
+// configuration reload. Messages are bound to a source only when they are
+// dispatched, so a source that left a pool gets no new mail, while what
+// is already in its ready queues is delivered (or retried) as before.
+func (s *Server) SetEgressPools(pools map[string]egress.Pool) {
+	p := maps.Clone(pools)
+	s.pools.Store(&p)
 }
 
 // ReleaseDelivery starts delivering queued mail after HoldDelivery or
