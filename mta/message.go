@@ -86,6 +86,11 @@ func (m *Message) PrependRaw(fields []byte) {
 	m.data = append(out, m.data...)
 }
 
+// RemoveHeader removes every header field called name (ASCII
+// case-insensitive), continuation lines included; the body and the other
+// fields are kept byte for byte.
+func (m *Message) RemoveHeader(name string) { m.data = removeHeader(m.data, name) }
+
 // Header returns the unfolded value of the first header field called name
 // (case-insensitive), and whether there was one.
 func (m *Message) Header(name string) (string, bool) {
@@ -198,4 +203,46 @@ func asciiEqualFold(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+// removeHeader returns msg without any header field called name (ASCII
+// case-insensitive), continuation lines included; the body and the other
+// fields are kept byte for byte. msg has CRLF line ends.
+func removeHeader(msg []byte, name string) []byte {
+	var out []byte
+	rest := msg
+	pos := 0
+	removing := false
+	for len(rest) > 0 {
+		end := bytes.Index(rest, []byte("\r\n"))
+		if end < 0 {
+			end = len(rest)
+		} else {
+			end += 2
+		}
+		line := rest[:end]
+		if bytes.Equal(line, []byte("\r\n")) {
+			break // end of the header block
+		}
+		switch {
+		case line[0] == ' ' || line[0] == '\t':
+			// continuation: follows its field
+		default:
+			colon := bytes.IndexByte(line, ':')
+			removing = colon > 0 && asciiEqualFold(bytes.TrimRight(line[:colon], " \t"), name)
+		}
+		if removing {
+			if out == nil {
+				out = append(make([]byte, 0, len(msg)), msg[:pos]...)
+			}
+		} else if out != nil {
+			out = append(out, line...)
+		}
+		pos += end
+		rest = rest[end:]
+	}
+	if out == nil {
+		return msg
+	}
+	return append(out, msg[pos:]...)
 }
