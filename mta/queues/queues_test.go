@@ -196,7 +196,6 @@ egress_pool = "unspecified"
 	}
 }
 
-
 func TestPolicyFallback(t *testing.T) {
 	c, _ := Parse("q.toml", []byte("[queue.'a.com']\nmax_age = 60\n"))
 	h := NewHelper(c)
