@@ -126,9 +126,19 @@ regex = "tempfail requested"
 action = "Suspend"
 duration = "1s"
 `)
-	ts := restartWith(t, e, sh)
+	// The trigger goes to other.test, on the same MX (the same site), and
+	// is not retried soon, so it cannot extend the suspension.
+	ts := restartWith(t, e, sh, func(o *mta.Options, _ *listener.Config) {
+		o.Policy.QueueConfig = func(_, _, _, domain, _ string) (mta.QueueConfig, error) {
+			retry := 100 * time.Millisecond
+			if domain == "other.test" {
+				retry = time.Hour
+			}
+			return mta.QueueConfig{RetryInterval: retry, MaxAge: 24 * time.Hour}, nil
+		}
+	})
 	ts.srv.ReleaseDelivery()
-	trigger := inject(t, ts.srv, "tempfail@dest.test")[0]
+	trigger := inject(t, ts.srv, "tempfail@other.test")[0]
 	waitFor(t, "the 421 seen", 5*time.Second, func() bool { return lastTransient(ts.sink, trigger) != "" })
 	suspendedAt := time.Now()
 	if acts := sh.ActiveActions(); len(acts) != 1 || acts[0].Kind != shaping.ActionSuspend {
