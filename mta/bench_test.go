@@ -16,7 +16,7 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/shaping"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 // BenchmarkReception measures SMTP reception into a durable badger spool:
@@ -27,7 +27,7 @@ import (
 func BenchmarkReception(b *testing.B) {
 	const conns = 10
 	dir := b.TempDir()
-	data, meta, err := spool.OpenBadgerPair(dir+"/spool", spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func benchEndToEnd(b *testing.B, shaper shaping.Shaper) {
 	}
 	defer sink.Close()
 	dir := b.TempDir()
-	data, meta, err := spool.OpenBadgerPair(dir+"/spool", spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/mtakit/mtakit/spool"
 )
 
-// A server built in code: in-memory spools (use spool.OpenBadger for a
+// A server built in code: in-memory spools (use badgerspool.Open for a
 // durable one), a listener on a free loopback port, and a policy hook that
 // puts every message into a tenant's queue.
 func Example() {

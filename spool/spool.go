@@ -7,8 +7,9 @@
 // possible is on [Spool.Store]: when it returns nil the value is on stable
 // storage and survives a crash of the process or of the machine.
 //
-// Two implementations live here: [Badger], backed by
-// github.com/dgraph-io/badger/v4 and durable, and [Memory], which keeps
+// Two implementations exist: package spool/badgerspool, backed by
+// github.com/dgraph-io/badger/v4 and durable (in its own package, so that
+// a program with its own spool does not link badger), and [Memory], which keeps
 // everything in RAM for tests and for users who accept loss on restart.
 // Users who write their own Spool can check it with package spooltest.
 //

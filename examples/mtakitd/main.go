@@ -37,7 +37,7 @@ import (
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/shaping"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 func main() {
@@ -164,7 +164,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 	}()
 	// One badger database holds both spools, so data and meta of a
 	// message become durable with one sync.
-	dataSpool, metaSpool, err := spool.OpenBadgerPair(filepath.Join(c.dataDir, "spool"), spool.BadgerOptions{Logger: log})
+	dataSpool, metaSpool, err := badgerspool.OpenPair(filepath.Join(c.dataDir, "spool"), badgerspool.Options{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

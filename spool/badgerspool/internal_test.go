@@ -1,4 +1,4 @@
-package spool
+package badgerspool
 
 import (
 	"context"
@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+
+	"github.com/mtakit/mtakit/spool"
 )
 
-func openTestBadger(t *testing.T) *Badger {
+func openTestBadger(t *testing.T) *Spool {
 	t.Helper()
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b, err := Open(t.TempDir(), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,16 +26,16 @@ func openTestBadger(t *testing.T) *Badger {
 func TestBadgerSyncsEveryCommit(t *testing.T) {
 	b := openTestBadger(t)
 	if !b.e.db.Opts().SyncWrites {
-		t.Error("OpenBadger: SyncWrites is off; Store would not be durable on return")
+		t.Error("Open: SyncWrites is off; Store would not be durable on return")
 	}
-	data, meta, err := OpenBadgerPair(t.TempDir(), BadgerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	data, meta, err := OpenPair(t.TempDir(), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer data.Close()
 	defer meta.Close()
 	if !data.e.db.Opts().SyncWrites {
-		t.Error("OpenBadgerPair: SyncWrites is off")
+		t.Error("OpenPair: SyncWrites is off")
 	}
 }
 
@@ -43,9 +45,9 @@ func TestBadgerSyncsEveryCommit(t *testing.T) {
 func TestBadgerEnumerationBookkeepingIsBounded(t *testing.T) {
 	b := openTestBadger(t)
 	ctx := context.Background()
-	ids := make([]ID, 1000)
+	ids := make([]spool.ID, 1000)
 	for i := range ids {
-		ids[i] = NewID()
+		ids[i] = spool.NewID()
 		if err := b.Store(ctx, ids[i], []byte("v")); err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +58,7 @@ func TestBadgerEnumerationBookkeepingIsBounded(t *testing.T) {
 	for g := range 2 {
 		wg.Go(func() {
 			for round := range 1 {
-				err := b.Enumerate(ctx, func(id ID, _ []byte) error {
+				err := b.Enumerate(ctx, func(id spool.ID, _ []byte) error {
 					i := (int(id[15]) + g + round) % len(ids)
 					if err := b.Remove(ctx, ids[i]); err != nil {
 						return err

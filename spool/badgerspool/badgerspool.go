@@ -1,4 +1,7 @@
-package spool
+// Package badgerspool is the durable [spool.Spool] of mtakit, on
+// github.com/dgraph-io/badger/v4. It lives apart from package spool so
+// that a program with a spool of its own never links badger.
+package badgerspool
 
 import (
 	"context"
@@ -10,10 +13,12 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mtakit/mtakit/spool"
 )
 
-// BadgerOptions configures [OpenBadger]. The zero value is a good default.
-type BadgerOptions struct {
+// Options configures [Open]. The zero value is a good default.
+type Options struct {
 	// Logger receives badger's warnings and errors and the spool's own
 	// messages. Nil means slog.Default().
 	Logger *slog.Logger
@@ -66,17 +71,17 @@ const (
 	enumIDChunk      = 4096 // IDs per read transaction in EnumerateIDs
 )
 
-// keyPrefix namespaces the entries of a spool opened with OpenBadger, so
+// keyPrefix namespaces the entries of a spool opened with Open, so
 // the database can hold other records (a format version, say) later
-// without disturbing Enumerate. OpenBadgerPair uses "data/" and "meta/".
+// without disturbing Enumerate. OpenPair uses "data/" and "meta/".
 var keyPrefix = []byte("msg/")
 
-func badgerKey(prefix []byte, id ID) []byte {
+func badgerKey(prefix []byte, id spool.ID) []byte {
 	k := make([]byte, 0, len(prefix)+len(id))
 	return append(append(k, prefix...), id[:]...)
 }
 
-// Badger is a durable [Spool] backed by github.com/dgraph-io/badger/v4.
+// Spool is a durable [spool.Spool] backed by github.com/dgraph-io/badger/v4.
 //
 // # Durability
 //
@@ -103,10 +108,10 @@ func badgerKey(prefix []byte, id ID) []byte {
 // # Layout
 //
 // Keys are "msg/" followed by the 16 ID bytes, so badger's key order is ID
-// order. Values smaller than [BadgerOptions.ValueThreshold] live in the LSM
+// order. Values smaller than [Options.ValueThreshold] live in the LSM
 // tree, larger ones in the value log, which a background goroutine garbage
 // collects. Values may be up to 256 MiB.
-type Badger struct {
+type Spool struct {
 	e      *engine
 	prefix []byte
 
@@ -146,7 +151,7 @@ type engine struct {
 // the chunk and is read again.
 type enumCursor struct{ readAt uint64 }
 
-var _ Spool = (*Badger)(nil)
+var _ spool.Spool = (*Spool)(nil)
 
 // writeOp is one Store or Remove waiting for the commit loop.
 type writeOp struct {
@@ -154,34 +159,34 @@ type writeOp struct {
 	value []byte // nil with del
 	del   bool
 	done  chan error
-	async bool // a Remove nobody waits for (see Remove)
-	id    ID   // for async ops
+	async bool     // a Remove nobody waits for (see Remove)
+	id    spool.ID // for async ops
 }
 
-// OpenBadger opens (creating if needed) a badger spool in dir. Only one
+// Open opens (creating if needed) a badger spool in dir. Only one
 // process may have a directory open at a time; badger holds a lock file.
-func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
+func Open(dir string, opts Options) (*Spool, error) {
 	e, err := openEngine(dir, opts, 1)
 	if err != nil {
 		return nil, err
 	}
-	return &Badger{e: e, prefix: keyPrefix}, nil
+	return &Spool{e: e, prefix: keyPrefix}, nil
 }
 
-// OpenBadgerPair opens (creating if needed) one badger database in dir
+// OpenPair opens (creating if needed) one badger database in dir
 // holding both of a server's spools, data and meta, as separate key
 // spaces. Stores to both share group commits, so a message's data and
 // meta become durable with one sync instead of two. The database closes
 // when both spools are closed.
-func OpenBadgerPair(dir string, opts BadgerOptions) (data, meta *Badger, err error) {
+func OpenPair(dir string, opts Options) (data, meta *Spool, err error) {
 	e, err := openEngine(dir, opts, 2)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &Badger{e: e, prefix: []byte("data/")}, &Badger{e: e, prefix: []byte("meta/")}, nil
+	return &Spool{e: e, prefix: []byte("data/")}, &Spool{e: e, prefix: []byte("meta/")}, nil
 }
 
-func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
+func openEngine(dir string, opts Options, refs int) (*engine, error) {
 	if dir == "" {
 		return nil, errors.New("spool: open badger: empty directory path")
 	}
@@ -259,13 +264,13 @@ func (b *engine) enter() bool {
 
 func (b *engine) leave() { b.inflight.Done() }
 
-// Store implements [Spool.Store]: when it returns nil, data is synced to
+// Store implements [spool.Spool.Store]: when it returns nil, data is synced to
 // disk. Badger does not copy data, but Store does not return before the
 // commit is done, so data is not retained. Once the write is queued, ctx
 // is no longer consulted: abandoning it would leave the outcome unknown.
-func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
+func (b *Spool) Store(ctx context.Context, id spool.ID, data []byte) error {
 	if b.isClosed() {
-		return fmt.Errorf("spool: store %s: %w", id, ErrClosed)
+		return fmt.Errorf("spool: store %s: %w", id, spool.ErrClosed)
 	}
 	if err := b.e.write(ctx, &writeOp{key: badgerKey(b.prefix, id), value: data}); err != nil {
 		return fmt.Errorf("spool: store %s: %w", id, err)
@@ -273,19 +278,19 @@ func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
 	return nil
 }
 
-// Remove implements [Spool.Remove]. It does not wait for the commit: a
+// Remove implements [spool.Spool.Remove]. It does not wait for the commit: a
 // removal lost in a crash only means a retry, so the caller (a delivery
 // worker) need not pay for a sync. The removal is queued for the next
 // group commit, and until then Load and Enumerate treat the ID as absent,
 // so callers see their own removals at once. Close waits for queued
 // removals; a removal that fails to commit is logged.
-func (b *Badger) Remove(ctx context.Context, id ID) error {
+func (b *Spool) Remove(ctx context.Context, id spool.ID) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	e := b.e
 	if b.isClosed() || !e.enter() {
-		return fmt.Errorf("spool: remove %s: %w", id, ErrClosed)
+		return fmt.Errorf("spool: remove %s: %w", id, spool.ErrClosed)
 	}
 	key := badgerKey(b.prefix, id)
 	e.pendingMu.Lock()
@@ -304,7 +309,7 @@ func (b *Badger) Remove(ctx context.Context, id ID) error {
 	}
 }
 
-func (b *Badger) isClosed() bool {
+func (b *Spool) isClosed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.closed
@@ -414,7 +419,7 @@ func (b *engine) write(ctx context.Context, op *writeOp) error {
 		return err
 	}
 	if !b.enter() {
-		return ErrClosed
+		return spool.ErrClosed
 	}
 	defer b.leave()
 	op.done = make(chan error, 1)
@@ -507,19 +512,19 @@ func (b *engine) commit(txn *badger.Txn) error {
 	return nil
 }
 
-// Load implements [Spool.Load]. The returned slice is the caller's.
-func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
+// Load implements [spool.Spool.Load]. The returned slice is the caller's.
+func (b *Spool) Load(ctx context.Context, id spool.ID) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("spool: load %s: %w", id, err)
 	}
 	e := b.e
 	if b.isClosed() || !e.enter() {
-		return nil, fmt.Errorf("spool: load %s: %w", id, ErrClosed)
+		return nil, fmt.Errorf("spool: load %s: %w", id, spool.ErrClosed)
 	}
 	defer e.leave()
 	key := badgerKey(b.prefix, id)
 	if e.removed(key) {
-		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("spool: load %s: %w", id, spool.ErrNotFound)
 	}
 	var v []byte
 	err := e.db.View(func(txn *badger.Txn) error {
@@ -531,7 +536,7 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("spool: load %s: %w", id, spool.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: load %s: %w", id, err)
@@ -542,24 +547,24 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 	return v, nil
 }
 
-// Enumerate implements [Spool.Enumerate]. It reads in chunks, each from its
+// Enumerate implements [spool.Spool.Enumerate]. It reads in chunks, each from its
 // own read transaction, and calls fn between chunks' transactions, so fn may
 // call Store and Remove and take its time without pinning old versions.
 // Consequently it is not a snapshot: a value stored during enumeration with
 // an ID beyond the current position is visited. A key written (stored or
 // removed) after its chunk was read is read again before fn sees it, so fn
 // gets the current value, as from Load, and never a removed one.
-func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error {
+func (b *Spool) Enumerate(ctx context.Context, fn func(id spool.ID, data []byte) error) error {
 	eng := b.e
 	if b.isClosed() || !eng.enter() {
-		return fmt.Errorf("spool: enumerate: %w", ErrClosed)
+		return fmt.Errorf("spool: enumerate: %w", spool.ErrClosed)
 	}
 	defer eng.leave()
 	cur := eng.beginEnumerate()
 	defer eng.endEnumerate(cur)
 	prefix := b.prefix
 	type entry struct {
-		id   ID
+		id   spool.ID
 		data []byte
 	}
 	if err := ctx.Err(); err != nil {
@@ -616,7 +621,7 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 				// current value, as Load would.
 				v, err := b.Load(ctx, e.id)
 				switch {
-				case errors.Is(err, ErrNotFound):
+				case errors.Is(err, spool.ErrNotFound):
 					skip = true
 				case err != nil:
 					return fmt.Errorf("spool: enumerate: %w", err)
@@ -640,10 +645,10 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 // EnumerateIDs implements [IDEnumerator]: Enumerate over keys only, which
 // reads no value from the value log. IDs whose removal is queued are
 // skipped; fn runs outside any transaction.
-func (b *Badger) EnumerateIDs(ctx context.Context, fn func(id ID) error) error {
+func (b *Spool) EnumerateIDs(ctx context.Context, fn func(id spool.ID) error) error {
 	eng := b.e
 	if b.isClosed() || !eng.enter() {
-		return fmt.Errorf("spool: enumerate ids: %w", ErrClosed)
+		return fmt.Errorf("spool: enumerate ids: %w", spool.ErrClosed)
 	}
 	defer eng.leave()
 	prefix := b.prefix
@@ -652,7 +657,7 @@ func (b *Badger) EnumerateIDs(ctx context.Context, fn func(id ID) error) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("spool: enumerate ids: %w", err)
 		}
-		chunk := make([]ID, 0, enumIDChunk)
+		chunk := make([]spool.ID, 0, enumIDChunk)
 		err := eng.db.View(func(txn *badger.Txn) error {
 			iopts := badger.DefaultIteratorOptions
 			iopts.Prefix = prefix
@@ -661,7 +666,7 @@ func (b *Badger) EnumerateIDs(ctx context.Context, fn func(id ID) error) error {
 			defer it.Close()
 			for it.Seek(seek); it.ValidForPrefix(prefix) && len(chunk) < enumIDChunk; it.Next() {
 				k := it.Item().Key()
-				var id ID
+				var id spool.ID
 				if len(k) != len(prefix)+len(id) {
 					return fmt.Errorf("malformed key %q", k)
 				}
@@ -723,11 +728,11 @@ func (b *engine) gcLoop(interval time.Duration) {
 // second Close, fail with ErrClosed. When the last spool on the database
 // is closed, Close waits for in-flight calls (and queued removals) to
 // finish, stops the background goroutines and closes the database.
-func (b *Badger) Close() error {
+func (b *Spool) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return ErrClosed
+		return spool.ErrClosed
 	}
 	b.closed = true
 	b.mu.Unlock()
