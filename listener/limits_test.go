@@ -3,6 +3,7 @@ package listener
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"net/textproto"
@@ -110,5 +111,45 @@ func TestDomainLookupErrorIsTemporary(t *testing.T) {
 	}
 	if code, msg := cmd(t, tp, "RCPT TO:<b@relay.test>"); code != 250 {
 		t.Fatalf("RCPT after the failure: %d %q, want 250", code, msg)
+	}
+}
+
+// The greeting is "220 <hostname> <banner>", KumoMTA's form.
+func TestGreetingBanner(t *testing.T) {
+	for _, tc := range []struct{ banner, want string }{
+		{"", "mx.test mtakit"},
+		{"Example Mail Service", "mx.test Example Mail Service"},
+	} {
+		addr := startTCP(t, Config{Hostname: "mx.test", Banner: tc.banner}, &memHandler{})
+		tp, code, msg := dialSMTP(t, addr)
+		if code != 220 || msg != tc.want {
+			t.Errorf("banner %q: greeting %d %q, want 220 %q", tc.banner, code, msg, tc.want)
+		}
+		if code, _ := cmd(t, tp, "EHLO c.test"); code != 250 {
+			t.Errorf("EHLO after the greeting: %d", code)
+		}
+	}
+}
+
+// The reply to a transaction that made many messages stays within RFC
+// 5321's 512-octet reply line.
+func TestOKReplyFitsOneLine(t *testing.T) {
+	id := strings.Repeat("a", 32)
+	for _, n := range []int{1, 14, 15, 100, 1000} {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = id
+		}
+		line := "250 2.0.0 " + okReply(ids) + "\r\n"
+		if len(line) > maxReplyLine {
+			t.Errorf("%d ids: reply of %d octets", n, len(line))
+		}
+		listed := strings.Count(line, id)
+		if listed < 1 || (listed < n && !strings.Contains(line, fmt.Sprintf("(+%d more)", n-listed))) {
+			t.Errorf("%d ids: %d listed, reply %q", n, listed, line)
+		}
+		if n <= 14 && listed != n {
+			t.Errorf("%d ids fit in one line but %d listed", n, listed)
+		}
 	}
 }

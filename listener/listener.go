@@ -24,6 +24,7 @@
 package listener
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -158,7 +159,8 @@ func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (
 	s.TLSConfig = cfg.TLS
 	s.ErrorLog = slogPrinter{l.log}
 	l.srv = s
-	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname}
+	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname,
+		greeting: []byte("220 " + cfg.Hostname + " " + cfg.Banner + "\r\n")}
 	return l, nil
 }
 
@@ -286,6 +288,7 @@ type limitListener struct {
 	net.Listener
 	max      int64
 	hostname string
+	greeting []byte // "220 hostname banner", KumoMTA's greeting
 	n        atomic.Int64
 }
 
@@ -302,14 +305,30 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return &countedConn{Conn: c, n: &l.n}, nil
+		return &countedConn{Conn: c, n: &l.n, greeting: l.greeting}, nil
 	}
 }
 
+// countedConn frees its connection slot on Close, and replaces go-smtp's
+// fixed greeting ("220 host ESMTP Service Ready", its first write) with
+// the configured one. Under implicit TLS the first write is the handshake
+// and the greeting stays go-smtp's.
 type countedConn struct {
 	net.Conn
-	n    *atomic.Int64
-	once sync.Once
+	n        *atomic.Int64
+	once     sync.Once
+	greeting []byte
+	greeted  atomic.Bool
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	if c.greeting != nil && !c.greeted.Swap(true) && bytes.HasPrefix(b, []byte("220 ")) && bytes.HasSuffix(b, []byte("\r\n")) && bytes.Count(b, []byte("\r\n")) == 1 {
+		if _, err := c.Conn.Write(c.greeting); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *countedConn) Close() error {

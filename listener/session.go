@@ -198,8 +198,38 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{
 		Code:         250,
 		EnhancedCode: smtp.EnhancedCode{2, 0, 0},
-		Message:      "OK ids=" + strings.Join(ids, " "),
+		Message:      okReply(ids),
 	}
+}
+
+// maxReplyLine is RFC 5321's limit on a reply line: 512 octets with the
+// CRLF (section 4.5.3.1.5).
+const maxReplyLine = 512
+
+// okReply is KumoMTA's "OK ids=ID ..." for an accepted transaction. Many
+// recipients can make many messages; when their IDs do not fit in one
+// reply line, as many as fit are listed and the rest counted.
+func okReply(ids []string) string {
+	const prefix = "250 2.0.0 " // what go-smtp puts before the text
+	text := "OK ids=" + strings.Join(ids, " ")
+	if len(prefix)+len(text)+2 <= maxReplyLine {
+		return text
+	}
+	var b strings.Builder
+	b.WriteString("OK ids=")
+	for i, id := range ids {
+		sep := " "
+		if i == 0 {
+			sep = ""
+		}
+		tail := fmt.Sprintf(" (+%d more)", len(ids)-i-1) // if this id is the last that fits
+		if len(prefix)+b.Len()+len(sep)+len(id)+len(tail)+2 > maxReplyLine {
+			fmt.Fprintf(&b, " (+%d more)", len(ids)-i)
+			break
+		}
+		b.WriteString(sep + id)
+	}
+	return b.String()
 }
 
 func addresses(rcpts []Recipient) []string {
