@@ -235,8 +235,8 @@ func (s *Server) SetEgressPools(pools map[string]egress.Pool) {
 	s.pools.Store(&p)
 }
 
-// ReleaseDelivery starts delivering queued mail after HoldDelivery or
-// HoldDelivery being called.
+// ReleaseDelivery starts delivering queued mail held by
+// Options.HoldDelivery or by a call of HoldDelivery.
 func (s *Server) ReleaseDelivery() { s.sched.setHeld(false) }
 
 // HoldDelivery stops releasing queued mail for delivery; deliveries in

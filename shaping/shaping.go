@@ -111,8 +111,16 @@ type PathConfig struct {
 
 	MaxRecipientsPerBatch                    int
 	ConsecutiveConnectionFailuresBeforeDelay int
-	ProhibitedHosts                          []netip.Prefix
-	SkipHosts                                []netip.Prefix
+	// ProhibitedHosts are destination networks mtakit refuses to deliver
+	// to: an MX resolving there is a permanent failure ("... is on the
+	// list of prohibited_hosts"), as in KumoMTA. nil means KumoMTA's
+	// default, 127.0.0.0/8, ::1, 0.0.0.0 and :: — so delivery to an SMTP
+	// server on loopback (a local sink, a test) bounces until this is an
+	// empty, non-nil slice: []netip.Prefix{}.
+	ProhibitedHosts []netip.Prefix
+	// SkipHosts are destination networks whose MX addresses are skipped
+	// (the next one is tried); nil means none.
+	SkipHosts []netip.Prefix
 	// Suspended is set while an automation rule's Suspend action is in
 	// force for the path (source, site): deliver nothing until it expires.
 	Suspended    bool
