@@ -1,6 +1,20 @@
 // Package mta is mtakit's server: it composes a spool, listeners, a
 // shaper, egress sources and policy hooks into a mail transfer agent.
 //
+// # Seams
+//
+// Each part is an interface a program may implement itself: spool.Spool
+// (Options.DataSpool and MetaSpool; spool/badgerspool is the durable one),
+// shaping.Shaper (Options.Shaper; shaping.Shaping loads shaping.toml),
+// dkim.Signer (Options.Signer), egress.EgressSource and egress.Pool
+// (Options.EgressPools), and the listener domains, listener.DomainLookup
+// (listener.Config.Domains given to ListenSMTP: relay_to, log_oob,
+// log_arf, as KumoMTA's get_listener_domain). Policy holds the hooks.
+// Zero values are safe; two defaults protect production servers and
+// surprise tests: a nil shaping.PathConfig.ProhibitedHosts includes
+// loopback (see Example_deliverToLoopback) and a nil
+// listener.Config.RelayHosts lets loopback clients relay.
+//
 // # A message's path
 //
 //  1. Reception. A listener (package listener) accepts an SMTP
