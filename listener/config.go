@@ -68,6 +68,12 @@ type Config struct {
 	// log_arf). nil means no listener domains.
 	Domains DomainLookup
 
+	// Budget, when set, bounds the message data held in memory by this
+	// listener's receptions (shared with others using the same Budget);
+	// beyond it transactions get 452 4.3.1. mta.Server.ListenSMTP sets
+	// the server's budget when this is nil.
+	Budget *Budget
+
 	MaxMessageSize           int64
 	MaxRecipients            int
 	MaxMessagesPerConnection int

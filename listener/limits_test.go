@@ -153,3 +153,42 @@ func TestOKReplyFitsOneLine(t *testing.T) {
 		}
 	}
 }
+
+// A message that does not fit in the reception budget is read to its end
+// and deferred with 452 4.3.1; the session goes on, and the budget is
+// whole again afterwards.
+func TestReceptionBudget(t *testing.T) {
+	budget := NewBudget(256 << 10)
+	h := &memHandler{}
+	addr := startTCP(t, Config{Domains: fuzzDomains, Budget: budget}, h)
+	tp, _, _ := dialSMTP(t, addr)
+	cmd(t, tp, "EHLO c.test")
+	send := func(size int) (int, string) {
+		t.Helper()
+		for _, line := range []string{"MAIL FROM:<a@x.test>", "RCPT TO:<b@relay.test>"} {
+			if code, msg := cmd(t, tp, line); code != 250 {
+				t.Fatalf("%s: %d %s", line, code, msg)
+			}
+		}
+		if code, _ := cmd(t, tp, "DATA"); code != 354 {
+			t.Fatalf("DATA: %d", code)
+		}
+		body := strings.Repeat(strings.Repeat("x", 998)+"\r\n", size/1000)
+		return cmd(t, tp, "Subject: big\r\n\r\n"+body+".")
+	}
+	if code, msg := send(1 << 20); code != 452 || !strings.HasPrefix(msg, "4.3.1") {
+		t.Fatalf("1 MiB over a 256 KiB budget: %d %q, want 452 4.3.1", code, msg)
+	}
+	if code, msg := send(10 << 10); code != 250 {
+		t.Fatalf("10 KiB after the refusal: %d %q", code, msg)
+	}
+	h.mu.Lock()
+	n := len(h.msgs)
+	h.mu.Unlock()
+	if n != 1 {
+		t.Errorf("handler got %d messages, want only the small one", n)
+	}
+	if budget.InUse() != 0 {
+		t.Errorf("%d bytes still reserved after the transactions", budget.InUse())
+	}
+}

@@ -150,7 +150,9 @@ func (s *session) Data(r io.Reader) error {
 	}()
 
 	r = &deadlineReader{r: r, conn: s.conn.Conn(), timeout: s.l.cfg.ClientTimeout}
-	if err := readData(r, buf, s.l.cfg.LineLengthLimit); err != nil {
+	w := &budgetedBuffer{buf: buf, budget: s.l.cfg.Budget}
+	defer w.done() // the handler has stored (or refused) the message by then
+	if err := readData(r, w, s.l.cfg.LineLengthLimit); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			return s.reject(sender, addresses(rcpts), se)
@@ -168,6 +170,10 @@ func (s *session) Data(r io.Reader) error {
 		return err
 	}
 
+	if w.over {
+		s.l.log.Warn("reception memory budget exhausted; transaction deferred", "peer", s.info.PeerAddr, "budget", w.budget.Limit())
+		return s.reject(sender, addresses(rcpts), errOverBudget)
+	}
 	if st, ok := s.conn.TLSConnectionState(); ok {
 		s.info.TLS = &st
 	}

@@ -81,6 +81,15 @@ type Options struct {
 	// the envelope sender of every bounced or expired recipient (never for
 	// the null reverse-path). Off by default, as in KumoMTA.
 	DSN bool
+	// ReceptionMemory bounds the bytes of message data that SMTP
+	// receptions hold at once, across the server's listeners; beyond it a
+	// transaction is deferred with 452 4.3.1 instead of the process
+	// growing (see listener.Budget). A transaction also holds up to about
+	// 8 prepared copies of its message while they are stored. Default: a
+	// quarter of the memory limit (cgroup memory.max, else physical
+	// memory); negative means no limit.
+	ReceptionMemory int64
+
 	// StallTimeout bounds how long a ready queue (the messages for one
 	// destination site from one egress source) may go without finishing
 	// an attempt while it has work. Past it, the queue's sessions are
@@ -143,7 +152,8 @@ type Server struct {
 	stopping chan struct{} // closed when delivery stops
 	workers  sync.WaitGroup
 
-	rules queueRules // admin and automation suspensions and bounces
+	rules  queueRules       // admin and automation suspensions and bounces
+	budget *listener.Budget // reception memory, shared by the listeners
 
 	readyMu      sync.Mutex
 	ready        map[string]*readyQueue
@@ -201,6 +211,12 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("mta: default resolver: %w", err)
 		}
 		s.resolver = r
+	}
+	switch {
+	case opts.ReceptionMemory == 0:
+		s.budget = listener.NewBudget(defaultReceptionMemory())
+	case opts.ReceptionMemory > 0:
+		s.budget = listener.NewBudget(opts.ReceptionMemory)
 	}
 	s.stallTimeout = opts.StallTimeout
 	if s.stallTimeout <= 0 {
@@ -292,6 +308,9 @@ func (s *Server) recover(ctx context.Context) error {
 func (s *Server) ListenSMTP(cfg listener.Config) (net.Addr, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = s.opts.Hostname
+	}
+	if cfg.Budget == nil {
+		cfg.Budget = s.budget
 	}
 	l, err := listener.Listen(cfg, smtpHandler{s}, s.log)
 	if err != nil {
