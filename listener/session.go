@@ -306,6 +306,8 @@ type deadlineReader struct {
 	r       io.Reader
 	conn    net.Conn
 	timeout time.Duration
+	start   time.Time
+	n       int64 // octets read so far
 }
 
 // maxDataRead bounds each Read. go-smtp's DATA reader returns only when
@@ -314,12 +316,28 @@ type deadlineReader struct {
 // ClientTimeout a client must send at least 17 octets per second.
 const maxDataRead = 1024
 
+// Read reads with two deadlines: ClientTimeout for this read, and an
+// average-rate bound over the whole message — maxDataRead octets per
+// ClientTimeout, after one ClientTimeout of grace. go-smtp's BDAT reader
+// returns whatever arrived, so without the second bound a client sending
+// one octet just before each deadline could hold the connection forever.
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	if len(p) > maxDataRead {
 		p = p[:maxDataRead]
 	}
-	_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.r.Read(p)
+	now := time.Now()
+	if d.start.IsZero() {
+		d.start = now
+	}
+	deadline := now.Add(d.timeout)
+	earned := time.Duration(float64(d.n) / maxDataRead * float64(d.timeout))
+	if avg := d.start.Add(d.timeout + earned); avg.Before(deadline) {
+		deadline = avg
+	}
+	_ = d.conn.SetReadDeadline(deadline)
+	n, err := d.r.Read(p)
+	d.n += int64(n)
+	return n, err
 }
 
 var dataBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
