@@ -192,3 +192,28 @@ func TestReceptionBudget(t *testing.T) {
 		t.Errorf("%d bytes still reserved after the transactions", budget.InUse())
 	}
 }
+
+// MaxConnectionsPerIP bounds sessions from one address; others still get
+// in (127.0.0.2 is another loopback address on Linux).
+func TestMaxConnectionsPerIP(t *testing.T) {
+	addr := startTCP(t, Config{Addr: "127.0.0.1:0", Domains: fuzzDomains, MaxConnectionsPerIP: 2}, &memHandler{})
+	for i := range 2 {
+		if _, code, _ := dialSMTP(t, addr); code != 220 {
+			t.Fatalf("connection %d greeted with %d", i+1, code)
+		}
+	}
+	_, code, msg := dialSMTP(t, addr)
+	if code != 421 || !strings.Contains(msg, "from your address") {
+		t.Fatalf("third connection from one address: %d %q, want 421", code, msg)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.2: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if code, _, _ := textproto.NewConn(c).ReadResponse(0); code != 220 {
+		t.Errorf("connection from another address greeted with %d", code)
+	}
+}
