@@ -178,6 +178,9 @@ const storeWindow = 8
 // are prepared in recipient order (policy hooks run one at a time) and
 // stored up to storeWindow at a time; a stored message keeps only its size.
 func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) {
+	if err := s.space.check(); err != nil {
+		return nil, err
+	}
 	type stored struct {
 		m    *Message
 		meta *storedMeta

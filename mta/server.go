@@ -90,6 +90,15 @@ type Options struct {
 	// memory); negative means no limit.
 	ReceptionMemory int64
 
+	// MinFreeSpacePercent and MinFreeInodesPercent are how much of the
+	// spools' filesystem must stay free for mail to be accepted (checked
+	// for spools implementing spool.SpaceReporter, as badgerspool does);
+	// below, receptions get 452 4.3.1 until space returns, while delivery
+	// goes on and frees it. Defaults 10 and 10, as KumoMTA's
+	// min_free_space and min_free_inodes; negative disables.
+	MinFreeSpacePercent  float64
+	MinFreeInodesPercent float64
+
 	// StallTimeout bounds how long a ready queue (the messages for one
 	// destination site from one egress source) may go without finishing
 	// an attempt while it has work. Past it, the queue's sessions are
@@ -153,6 +162,7 @@ type Server struct {
 	workers  sync.WaitGroup
 
 	rules  queueRules       // admin and automation suspensions and bounces
+	space  *spaceGuard      // refuses mail while the spools' disk is full
 	budget *listener.Budget // reception memory, shared by the listeners
 
 	readyMu      sync.Mutex
@@ -218,6 +228,7 @@ func New(opts Options) (*Server, error) {
 	case opts.ReceptionMemory > 0:
 		s.budget = listener.NewBudget(opts.ReceptionMemory)
 	}
+	s.space = newSpaceGuard(s, opts)
 	s.stallTimeout = opts.StallTimeout
 	if s.stallTimeout <= 0 {
 		s.stallTimeout = DefaultStallTimeout

@@ -89,3 +89,17 @@ func EnumerateIDs(ctx context.Context, s Spool, fn func(id ID) error) error {
 	}
 	return s.Enumerate(ctx, func(id ID, _ []byte) error { return fn(id) })
 }
+
+// Space is the room left on the storage under a spool.
+type Space struct {
+	FreeBytes, TotalBytes   uint64
+	FreeInodes, TotalInodes uint64 // zero when the filesystem has no inode limit
+}
+
+// SpaceReporter is implemented by spools on a filesystem. A server checks
+// it before accepting mail, so that a filling disk turns into temporary
+// refusals (KumoMTA's min_free_space and min_free_inodes) rather than
+// failed writes or, with memory-mapped files, a crash.
+type SpaceReporter interface {
+	Space() (Space, error)
+}

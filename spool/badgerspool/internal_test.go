@@ -93,3 +93,13 @@ func TestBadgerEnumerationBookkeepingIsBounded(t *testing.T) {
 		t.Errorf("bookkeeping grew to %d keys during overlapping enumerations, want at most %d", maxTouched, limit)
 	}
 }
+
+func TestSpaceOfSpoolDirectory(t *testing.T) {
+	sp, err := openTestBadger(t).Space()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.TotalBytes == 0 || sp.FreeBytes > sp.TotalBytes {
+		t.Errorf("space %+v", sp)
+	}
+}
