@@ -207,7 +207,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 			break
 		}
 		meta := &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
-		out = append(out, stored{m: m, meta: meta, size: len(m.data)})
+		out = append(out, stored{m: m, meta: meta, size: m.size()})
 		window <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-window }()
@@ -216,7 +216,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 				storeErr = errors.Join(storeErr, err)
 				mu.Unlock()
 			}
-			m.data = nil // durable now; keep only what scheduling and the log need
+			m.data, m.prefix = nil, nil // durable now; keep only what scheduling and the log need
 		})
 	}
 	wg.Wait()
@@ -263,7 +263,7 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 		}
 	}
 	if s.opts.Signer != nil {
-		sig, err := s.opts.Signer.Sign(m.data)
+		sig, err := s.opts.Signer.Sign(m.Data())
 		if err != nil {
 			return nil, policyError(fmt.Errorf("mta: dkim sign %s: %w", m.id, err))
 		}
@@ -285,7 +285,8 @@ func (s *Server) store(ctx context.Context, m *Message, meta *storedMeta) error 
 	}
 	var dataErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { dataErr = s.opts.DataSpool.Store(ctx, m.id, m.data) })
+	data := m.Data()
+	wg.Go(func() { dataErr = s.opts.DataSpool.Store(ctx, m.id, data) })
 	metaErr := s.opts.MetaSpool.Store(ctx, m.id, b)
 	wg.Wait()
 	return errors.Join(dataErr, metaErr)
