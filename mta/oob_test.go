@@ -78,11 +78,11 @@ func enhanced(r logs.Response) string {
 
 func TestOOBRecords(t *testing.T) {
 	tests := []struct {
-		file       string
-		peer       string // peer_address.name
-		want       []wantOOB
-		queueID    string
-		messageID  string
+		file        string
+		peer        string // peer_address.name
+		want        []wantOOB
+		queueID     string
+		messageID   string
 		traceTenant string
 	}{
 		{
