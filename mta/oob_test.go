@@ -332,3 +332,84 @@ func TestReportDispositions(t *testing.T) {
 		})
 	}
 }
+
+// A report about a message this server sent is correlated with it: the
+// original's queue ID (from its Received field), Message-ID and the
+// supplemental trace header with the meta the listener includes.
+func TestReportCorrelationRoundTrip(t *testing.T) {
+	ts := startServer(t, spool.NewMemory(), spool.NewMemory(), func(o *mta.Options, c *listener.Config) {
+		o.Classifier = bounce.DefaultClassifier()
+		c.Domains = reportDomains
+		c.TraceHeaders.IncludeMetaNames = []string{mta.MetaTenant, mta.MetaCampaign}
+		o.Policy.MessageReceived = func(_ context.Context, m *mta.Message) error {
+			if m.Sender() != "" {
+				m.SetMeta(mta.MetaTenant, "acme")
+				m.SetMeta(mta.MetaCampaign, "autumn")
+			}
+			return nil
+		}
+	})
+	// The original, from a relay host (loopback) to a remote recipient.
+	rc := dialRaw(t, ts.addr)
+	ehlo(rc)
+	orig := sendMail(t, rc, "bounces@bounce.sender.example", []string{"nobody@remote.example"}, testMessage("roundtrip", "hello"))[0]
+	id, err := spool.ParseID(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := ts.data.Load(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dsn := "From: MAILER-DAEMON@mx.remote.example\r\n" +
+		"To: bounces@bounce.sender.example\r\n" +
+		"Subject: Undelivered Mail Returned to Sender\r\n" +
+		"MIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/report; report-type=delivery-status; boundary=\"RT\"\r\n\r\n" +
+		"--RT\r\nContent-Type: text/plain\r\n\r\nThe mail system could not deliver your message.\r\n\r\n" +
+		"--RT\r\nContent-Type: message/delivery-status\r\n\r\n" +
+		"Reporting-MTA: dns; mx.remote.example\r\n\r\n" +
+		"Final-Recipient: rfc822; nobody@remote.example\r\nAction: failed\r\nStatus: 5.1.1\r\n" +
+		"Diagnostic-Code: smtp; 550 5.1.1 <nobody@remote.example>: Recipient address rejected: User unknown in virtual mailbox table\r\n\r\n" +
+		"--RT\r\nContent-Type: message/rfc822\r\n\r\n" + string(data) + "\r\n--RT--\r\n"
+	sendReport(t, ts, []string{"bounces@bounce.sender.example"}, dsn)
+
+	arf := "From: fbl@isp.example\r\nTo: fbl@fbl.sender.example\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/report; report-type=feedback-report; boundary=\"FB\"\r\n\r\n" +
+		"--FB\r\nContent-Type: text/plain\r\n\r\nThis is a spam complaint.\r\n\r\n" +
+		"--FB\r\nContent-Type: message/feedback-report\r\n\r\n" +
+		"Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\nOriginal-Rcpt-To: nobody@remote.example\r\n\r\n" +
+		"--FB\r\nContent-Type: message/rfc822\r\n\r\n" + string(data) + "\r\n--FB--\r\n"
+	sendReport(t, ts, []string{"fbl@fbl.sender.example"}, arf)
+
+	oob := ts.sink.ofType(logs.OOB)
+	if len(oob) != 1 {
+		t.Fatalf("got %d OOB records, want 1", len(oob))
+	}
+	rec := oob[0]
+	if rec.Meta[mta.MetaOriginalQueueID] != orig || rec.Meta[mta.MetaOriginalMessageID] != "roundtrip@example.com" {
+		t.Errorf("OOB correlation %v, want queue id %s", rec.Meta, orig)
+	}
+	trace, _ := rec.Meta[mta.MetaSupplementalTrace].(map[string]any)
+	if trace["recipient"] != "nobody@remote.example" || trace["tenant"] != "acme" || trace["campaign"] != "autumn" {
+		t.Errorf("OOB trace %v", trace)
+	}
+	if rec.BounceClassification != bounce.InvalidRecipient || rec.Recipient[0] != "nobody@remote.example" {
+		t.Errorf("OOB %s for %v", rec.BounceClassification, rec.Recipient)
+	}
+
+	fb := ts.sink.ofType(logs.Feedback)
+	if len(fb) != 1 {
+		t.Fatalf("got %d Feedback records, want 1", len(fb))
+	}
+	if fb[0].Meta[mta.MetaOriginalQueueID] != orig {
+		t.Errorf("Feedback correlation %v, want queue id %s", fb[0].Meta, orig)
+	}
+	var fr struct {
+		Trace map[string]any `json:"supplemental_trace"`
+	}
+	if err := json.Unmarshal(fb[0].FeedbackReport, &fr); err != nil || fr.Trace["tenant"] != "acme" || fr.Trace["campaign"] != "autumn" {
+		t.Errorf("feedback_report.supplemental_trace %v (%v)", fr.Trace, err)
+	}
+}
