@@ -1,6 +1,22 @@
 package mta
 
-// Reports received at log_oob and log_arf listener domains.
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mtakit/mtakit/listener"
+	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/mta/reports"
+	"github.com/mtakit/mtakit/spool"
+)
+
+// Meta keys of OOB and Feedback records, the reports received at log_oob
+// and log_arf listener domains.
 //
 // A message whose recipients are at a listener domain with log_oob or
 // log_arf is read as a report before it is queued, one batch (one message
@@ -43,23 +59,6 @@ package mta
 // a dropped report has no Reception record; an unparseable report is
 // logged rather than treated as ordinary mail; the policy hook
 // (MessageReceived) runs only for relayed messages.
-
-import (
-	"context"
-	"encoding/json"
-	"errors"
-	"net/netip"
-	"time"
-
-	"github.com/emersion/go-smtp"
-
-	"github.com/mtakit/mtakit/listener"
-	"github.com/mtakit/mtakit/mta/logs"
-	"github.com/mtakit/mtakit/mta/reports"
-	"github.com/mtakit/mtakit/spool"
-)
-
-// Meta keys of OOB and Feedback records.
 const (
 	MetaOriginalQueueID   = "original_queue_id"
 	MetaOriginalMessageID = "original_message_id"
