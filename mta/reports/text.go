@@ -11,7 +11,10 @@ import (
 // remote server's reply. They run on LF text, at most maxTextLines
 // lines, and use only linear-time regular expressions.
 
-const maxTextLines = 5000
+const (
+	maxTextLines      = 5000
+	maxTextRecipients = 100 // addresses taken from one bounce text
+)
 
 var (
 	addrRE = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`)
@@ -122,7 +125,7 @@ func indexContaining(lines []string, from int, phrase string) int {
 // "<user@example.com>:" followed by a paragraph with the reason.
 func qmailText(lines []string) []RecipientReport {
 	var out []RecipientReport
-	for i := 0; i < len(lines) && len(out) < maxRecipients; i++ {
+	for i := 0; i < len(lines) && len(out) < maxTextRecipients; i++ {
 		m := qmailRcptRE.FindStringSubmatch(strings.TrimSpace(lines[i]))
 		if m == nil {
 			continue
@@ -157,6 +160,9 @@ func exchangeText(lines []string) []RecipientReport {
 	for _, l := range lines[start+1 : end] {
 		if a := addrRE.FindString(l); a != "" && !containsString(addrs, a) {
 			addrs = append(addrs, a)
+			if len(addrs) == maxTextRecipients {
+				break
+			}
 		}
 	}
 	diag := ""
@@ -178,9 +184,6 @@ func exchangeText(lines []string) []RecipientReport {
 			}
 		}
 		out = append(out, failedRecipient(a, d))
-		if len(out) >= maxRecipients {
-			break
-		}
 	}
 	return out
 }
@@ -202,7 +205,7 @@ func gmailText(lines []string) []RecipientReport {
 	}
 	if len(addrs) == 0 {
 		if i := indexContaining(lines, 0, "delivery to the following recipient failed permanently"); i >= 0 {
-			for j := i + 1; j < len(lines) && len(addrs) < maxRecipients; j++ {
+			for j := i + 1; j < len(lines) && len(addrs) < maxTextRecipients; j++ {
 				t := strings.TrimSpace(lines[j])
 				if t == "" {
 					if len(addrs) > 0 {
@@ -257,7 +260,7 @@ func eximText(lines []string) []RecipientReport {
 	for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
 		j++
 	}
-	for j < len(lines) && len(out) < maxRecipients {
+	for j < len(lines) && len(out) < maxTextRecipients {
 		l := lines[j]
 		t := strings.TrimSpace(l)
 		if t == "" {
