@@ -43,8 +43,12 @@ import (
 //
 // Then the disposition of the domain applies: LogThenRelay queues the
 // message as any other (with its Reception record and so on), and
-// LogThenDrop accepts it without storing it. The records carry the ID
-// of the stored message, or a fresh ID for a dropped one.
+// LogThenDrop accepts it without storing it. As in KumoMTA, a bounce has
+// a Reception record either way, while the Feedback record stands in for
+// the Reception record of a dropped feedback report; so every report
+// accepted leaves a record, even a DSN with no failed recipient. The
+// records carry the ID of the stored message, or a fresh ID for a
+// dropped one.
 //
 // When the report embeds the original message (or its headers), the
 // records' meta correlate it: "original_queue_id" is the spool ID that
@@ -54,11 +58,12 @@ import (
 // values); Feedback records carry the latter as
 // feedback_report.supplemental_trace, as KumoMTA does.
 //
-// Differences from KumoMTA: a Feedback record does not replace the
-// Reception record of a relayed report (KumoMTA logs one or the other);
-// a dropped report has no Reception record; an unparseable report is
-// logged rather than treated as ordinary mail; the policy hook
-// (MessageReceived) runs only for relayed messages.
+// Differences from KumoMTA: a relayed feedback report has a Reception
+// record besides its Feedback record (KumoMTA logs only the latter); an
+// unparseable report is logged as such rather than treated as ordinary
+// mail; the policy hook (MessageReceived) runs only for relayed
+// messages, so a dropped report's records carry the queue and meta it
+// had on arrival.
 const (
 	MetaOriginalQueueID   = "original_queue_id"
 	MetaOriginalMessageID = "original_message_id"
@@ -215,6 +220,12 @@ func (s *Server) logReport(r *reception, b *reportBatch) {
 		base.SessionID = si.ID
 	}
 	base.SetTimes(now, m.Created())
+	if b.kind == logs.OOB && !b.relay {
+		// As KumoMTA, a dropped bounce still has its Reception record
+		// (a relayed one gets it from receive); a Feedback record stands
+		// in for the Reception record of a feedback report.
+		s.logReception(r, m, base.Queue, &storedMeta{Headers: base.Headers}, now)
+	}
 
 	switch {
 	case b.err != nil:

@@ -195,6 +195,20 @@ func TestParseDSNFields(t *testing.T) {
 	}
 }
 
+// A delay notice parses, with no failed recipient.
+func TestParseDSNDelayed(t *testing.T) {
+	d, err := reports.ParseDSN(readSample(t, "dsn-delayed.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Recipients) != 1 || d.Recipients[0].Action != reports.Delayed || len(d.Failed()) != 0 {
+		t.Errorf("recipients %+v", d.Recipients)
+	}
+	if rep := d.Recipients[0].Reply(); rep.Code != 450 || rep.Enhanced != "4.4.1" || rep.Text == "" {
+		t.Errorf("reply %+v", rep)
+	}
+}
+
 func TestParseDSNErrors(t *testing.T) {
 	tests := []struct {
 		file   string
