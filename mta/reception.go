@@ -110,6 +110,9 @@ func (h smtpHandler) HandleMessage(ctx context.Context, lm *listener.Message) ([
 		}
 	}
 	r.batches = batchRecipients(lm.Recipients, lm.BatchHandling)
+	if hasReportDomain(lm.Recipients) { // OOB / ARF reports: see oob.go
+		return h.s.receiveReports(ctx, r, lm.Recipients)
+	}
 	ids, err := h.s.receive(ctx, r)
 	if err != nil {
 		return nil, err
