@@ -696,3 +696,24 @@ func TestLocalBackPressureBlocksWithoutDropping(t *testing.T) {
 		t.Fatalf("ReadDir = %d records, %v; want all %d", len(got), err, n)
 	}
 }
+
+// By default a record reaches its segment file within FlushInterval (1s),
+// while the segment is still open: what a crash can lose is bounded, and
+// a person watching the logs sees records soon.
+func TestDefaultFlushInterval(t *testing.T) {
+	dir := t.TempDir()
+	l := openLocal(t, LocalConfig{LogDir: dir})
+	defer l.Close()
+	logAll(t, l, makeRecords(3))
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		recs, err := ReadDir(dir)
+		if err == nil && len(recs) == 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 2s the open segment holds %d of 3 records (%v)", len(recs), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
