@@ -35,6 +35,13 @@ type Options struct {
 	// compaction and filling memtables.
 	ValueThreshold int64
 
+	// Reserve is the size of a file of preallocated space kept in the
+	// spool directory and given up when the filesystem fills, so that
+	// badger's memory-mapped writes never run out of space (which kills
+	// the process with SIGBUS); see ErrNoSpace. Zero means DefaultReserve
+	// (64 MiB); negative disables it.
+	Reserve int64
+
 	// ValueLogGCInterval is how often value-log garbage collection runs to
 	// reclaim the space of removed large values. Zero means 5 minutes; a
 	// negative value disables it.
@@ -144,6 +151,8 @@ type engine struct {
 	commits   uint64                   // committed groups so far
 	cursors   map[*enumCursor]struct{} // Enumerate calls in progress
 	touched   map[string]uint64        // key -> commit that last wrote it, kept while cursors exist
+
+	reserve *reserve // space given up when the disk fills
 }
 
 // enumCursor is one Enumerate in progress: the commit count when its
@@ -202,6 +211,9 @@ func openEngine(dir string, opts Options, refs int) (*engine, error) {
 	if opts.ValueLogGCInterval == 0 {
 		opts.ValueLogGCInterval = defaultValueLogGCInterval
 	}
+	if opts.Reserve == 0 {
+		opts.Reserve = DefaultReserve
+	}
 	// Badger would create the directory too, but its error for a path under
 	// a regular file or without permission is less direct than MkdirAll's.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -209,6 +221,10 @@ func openEngine(dir string, opts Options, refs int) (*engine, error) {
 	}
 
 	log := opts.Logger.With("component", "spool", "dir", dir)
+	// On a full disk, give badger the reserve before it replays and
+	// writes (see reserve).
+	rsv := newReserve(dir, opts.Reserve, log)
+	rsv.forFlush(dir)
 	blog := &badgerLogger{l: log.With("lib", "badger"), verbose: opts.VerboseLog}
 	bo := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
@@ -239,7 +255,9 @@ func openEngine(dir string, opts Options, refs int) (*engine, error) {
 		pending: make(map[string]int),
 		cursors: make(map[*enumCursor]struct{}),
 		touched: make(map[string]uint64),
+		reserve: rsv,
 	}
+	rsv.ensure(dir)
 	b.bg.Add(1)
 	go b.commitLoop()
 	if opts.ValueLogGCInterval > 0 {
@@ -472,6 +490,19 @@ func (b *engine) commitLoop() {
 // commitGroup commits ops in as few transactions as badger's size limit
 // allows and reports each op's outcome on its done channel.
 func (b *engine) commitGroup(ops []*writeOp) {
+	var size int64
+	for _, op := range ops {
+		size += int64(len(op.key) + len(op.value))
+	}
+	if err := b.reserve.admit(b.dir, size); err != nil {
+		// Writing now could kill the process (badger's files are memory
+		// mapped); refuse the group instead.
+		b.committed(ops) // nothing written, but no longer pending
+		for _, op := range ops {
+			b.finish(op, err)
+		}
+		return
+	}
 	for len(ops) > 0 {
 		txn := b.db.NewTransaction(true)
 		var inTxn []*writeOp
@@ -752,6 +783,7 @@ func (b *engine) release() error {
 	b.inflight.Wait() // every queued write has been answered
 	close(b.stop)
 	b.bg.Wait()
+	b.reserve.forFlush(b.dir) // Close flushes the memtable to a table
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("spool: close badger at %s: %w", b.dir, err)
 	}

@@ -23,3 +23,11 @@ func (b *Spool) Space() (spool.Space, error) {
 		TotalInodes: uint64(st.Files),
 	}, nil
 }
+
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
