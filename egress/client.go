@@ -114,6 +114,9 @@ type ConnInfo struct {
 	// TLS describes the STARTTLS session; nil when the connection is in
 	// clear text.
 	TLS *TLSInfo
+	// AuthMechanism is the SASL mechanism the session authenticated with
+	// ("PLAIN", "LOGIN"); "" when it did not authenticate.
+	AuthMechanism string
 }
 
 // TLSInfo describes a STARTTLS session with KumoMTA's log record names.
@@ -136,7 +139,7 @@ type TLSInfo struct {
 
 // timeouts are the effective per-phase timeouts of a connection.
 type timeouts struct {
-	connect, banner, ehlo, startTLS       time.Duration
+	connect, banner, ehlo, startTLS, auth time.Duration
 	mailFrom, rcptTo, data, dataDot, rset time.Duration
 }
 
@@ -153,6 +156,7 @@ func resolveTimeouts(cfg *shaping.PathConfig, rset time.Duration) timeouts {
 		banner:   pick(cfg.BannerTimeout, def.BannerTimeout),
 		ehlo:     pick(cfg.EHLOTimeout, def.EHLOTimeout),
 		startTLS: pick(cfg.StartTLSTimeout, def.StartTLSTimeout),
+		auth:     pick(cfg.AuthTimeout, def.AuthTimeout),
 		mailFrom: pick(cfg.MailFromTimeout, def.MailFromTimeout),
 		rcptTo:   pick(cfg.RcptToTimeout, def.RcptToTimeout),
 		data:     pick(cfg.DataTimeout, def.DataTimeout),
@@ -175,6 +179,7 @@ type dialer struct {
 	opts     DialOptions
 	source   EgressSource
 	mode     shaping.TLSMode
+	tlsCfg   *tls.Config
 	port     int
 	ehlo     string
 	tmo      timeouts
@@ -198,6 +203,9 @@ const (
 	failOther failKind = iota
 	failInsecureTLS
 	failUnplumbed
+	// failHandshake: STARTTLS failed in a mode other than
+	// OpportunisticInsecure.
+	failHandshake
 )
 
 type attemptError struct {
@@ -240,7 +248,17 @@ func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		c, aerr := d.attempt(ctx, cand)
+		c, aerr := d.attempt(ctx, cand, false)
+		if aerr != nil && aerr.kind == failHandshake && d.opts.Config.OpportunisticTLSReconnectOnFailedHandshake &&
+			(d.mode == shaping.Opportunistic || d.mode == shaping.OpportunisticInsecure) && ctx.Err() == nil {
+			d.log.Debug("egress: STARTTLS failed; reconnecting in clear text", "host", cand.host,
+				"addr", cand.addr.String(), "error", aerr.text)
+			texts = append(texts, "TLS handshake failed: "+aerr.text+", will re-connect in the clear because "+
+				"opportunistic_tls_reconnect_on_failed_handshake=true")
+			kinds = append(kinds, aerr.kind)
+			errs = append(errs, aerr.err)
+			c, aerr = d.attempt(ctx, cand, true)
+		}
 		if aerr == nil {
 			return c, nil
 		}
@@ -331,6 +349,11 @@ func newDialer(opts DialOptions) (*dialer, error) {
 		return nil, bad("EHLO name: %v", err)
 	}
 	d.tmo = resolveTimeouts(cfg, opts.RSETTimeout)
+	tc, err := clientTLSConfig(opts.TLSConfig, cfg)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	d.tlsCfg = tc
 	d.prohibit = cfg.ProhibitedHosts
 	if d.prohibit == nil {
 		d.prohibit = shaping.Default().ProhibitedHosts
@@ -405,7 +428,7 @@ func prefixList(ps []netip.Prefix) string {
 
 // attempt connects to one candidate and brings the session up to the point
 // where mail transactions can start.
-func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptError) {
+func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn, *attemptError) {
 	ap := netip.AddrPortFrom(cand.addr, uint16(d.port))
 	label := cand.host + "/" + ap.String()
 	fail := func(kind failKind, err error, format string, args ...any) *attemptError {
@@ -471,36 +494,47 @@ func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptEr
 		return closeWith(failOther, err, "%s: EHLO after banner: %v", label, err)
 	}
 
+	mode := d.mode
+	if clear {
+		mode = shaping.Disabled
+	}
 	_, offered := c.ext["STARTTLS"]
 	var useTLS, verify bool
-	switch d.mode {
+	switch mode {
 	case shaping.Disabled:
 	case shaping.Required, shaping.RequiredInsecure:
 		if !offered {
 			return closeWith(failOther, errors.New("STARTTLS not advertised"),
-				"tls policy is %s but STARTTLS is not advertised by %s", d.mode, label)
+				"tls policy is %s but STARTTLS is not advertised by %s", mode, label)
 		}
-		useTLS, verify = true, d.mode == shaping.Required
+		useTLS, verify = true, mode == shaping.Required
 	case shaping.Opportunistic, shaping.OpportunisticInsecure:
-		useTLS, verify = offered, d.mode == shaping.Opportunistic
+		useTLS, verify = offered, mode == shaping.Opportunistic
 	}
-	if !useTLS {
-		return d.established(ctx, c, stop)
-	}
-
-	if err := c.startTLS(cand.host, d.opts.TLSConfig, verify); err != nil {
-		if d.mode == shaping.OpportunisticInsecure {
-			return closeWith(failInsecureTLS, err,
-				"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
+	if useTLS {
+		if err := c.startTLS(cand.host, d.tlsCfg, verify); err != nil {
+			if mode == shaping.OpportunisticInsecure {
+				return closeWith(failInsecureTLS, err,
+					"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
+			}
+			kind := failHandshake
+			if re := (*rejectedError)(nil); errors.As(err, &re) {
+				kind = failOther // STARTTLS refused: no handshake took place
+			}
+			return closeWith(kind, err, "TLS handshake with %s failed: %v", label, err)
 		}
-		return closeWith(failOther, err, "TLS handshake with %s failed: %v", label, err)
-	}
-	if err := c.hello(d.ehlo); err != nil {
-		if d.mode == shaping.OpportunisticInsecure {
-			return closeWith(failInsecureTLS, err,
-				"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)
+		if err := c.hello(d.ehlo); err != nil {
+			if mode == shaping.OpportunisticInsecure {
+				return closeWith(failInsecureTLS, err,
+					"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)
+			}
+			return closeWith(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
 		}
-		return closeWith(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
+	}
+	if d.opts.Config.SMTPAuthPlainUsername != "" {
+		if err := c.authenticate(&d.opts.Config, label); err != nil {
+			return closeWith(failOther, err, "%v", err)
+		}
 	}
 	return d.established(ctx, c, stop)
 }

@@ -26,12 +26,7 @@ func (c *Conn) startTLS(host string, base *tls.Config, verify bool) error {
 		// inside the TLS session (CVE-2011-0411-style injection).
 		return errors.New("peer sent data after its STARTTLS reply")
 	}
-	var cfg *tls.Config
-	if base != nil {
-		cfg = base.Clone()
-	} else {
-		cfg = &tls.Config{}
-	}
+	cfg := base.Clone()
 	if cfg.ServerName == "" {
 		cfg.ServerName = strings.TrimSuffix(host, ".")
 	}
