@@ -310,18 +310,18 @@ func TestSMTPAuth(t *testing.T) {
 	cert := ca.issue(false, "script.test")
 	password := &shaping.KeySource{KeyData: "tiger", HasData: true}
 	cases := []struct {
-		name        string
-		tls         bool
-		mode        shaping.TLSMode
-		trust       bool
-		mechs       string
-		reply       string
-		allowClear  bool
-		allowInsec  bool
-		pw          *shaping.KeySource
-		wantCreds   string // "" = the host must see no AUTH at all
-		wantFail    string
-		wantMech    string
+		name       string
+		tls        bool
+		mode       shaping.TLSMode
+		trust      bool
+		mechs      string
+		reply      string
+		allowClear bool
+		allowInsec bool
+		pw         *shaping.KeySource
+		wantCreds  string // "" = the host must see no AUTH at all
+		wantFail   string
+		wantMech   string
 	}{
 		{name: "plain over verified TLS", tls: true, trust: true, mechs: "PLAIN LOGIN", reply: "235 2.7.0 ok",
 			pw: password, wantCreds: "TLS PLAIN |daniel|tiger", wantMech: "PLAIN"},

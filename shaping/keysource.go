@@ -16,12 +16,12 @@ import (
 // by the shaping.toml loader (so that KumoMTA files load) but Get refuses
 // them, which fails the delivery attempt that needs the secret.
 type KeySource struct {
-	File      string
-	KeyData   string
-	HasData   bool // KeyData was given (it may be empty)
+	File                                                      string
+	KeyData                                                   string
+	HasData                                                   bool // KeyData was given (it may be empty)
 	VaultMount, VaultPath, VaultAddress, VaultToken, VaultKey string
-	EventName string
-	EventArgs []any
+	EventName                                                 string
+	EventArgs                                                 []any
 }
 
 // ErrKeySourceUnsupported is wrapped by Get for the Vault and event forms.
