@@ -76,6 +76,15 @@ type DialOptions struct {
 	// host under its own name. InsecureSkipVerify is set for the Insecure
 	// TLS modes.
 	TLSConfig *tls.Config
+	// Domain is the routing domain whose MX records (or implicit MX) gave
+	// Hosts: the MTA-STS policy domain. Leave it empty when Hosts did not
+	// come from the domain's DNS (mx_list, smart hosts, address literals):
+	// then no MTA-STS policy applies, as in KumoMTA.
+	Domain string
+	// MTASTS supplies MTA-STS policies when Config.EnableMTASTS is set;
+	// nil disables MTA-STS (the zero DialOptions does no policy lookups).
+	// *MTASTS implements it.
+	MTASTS MTASTSSource
 	// Site names the destination (ready queue name or site name) in the
 	// text of synthesized failure responses; optional.
 	Site string
@@ -114,6 +123,9 @@ type ConnInfo struct {
 	// TLS describes the STARTTLS session; nil when the connection is in
 	// clear text.
 	TLS *TLSInfo
+	// MTASTS is the mode of the MTA-STS policy applied to the connection;
+	// "" when none was.
+	MTASTS MTASTSMode
 	// AuthMechanism is the SASL mechanism the session authenticated with
 	// ("PLAIN", "LOGIN"); "" when it did not authenticate.
 	AuthMechanism string
@@ -180,6 +192,7 @@ type dialer struct {
 	source   EgressSource
 	mode     shaping.TLSMode
 	tlsCfg   *tls.Config
+	sts      *MTASTSPolicy // the MTA-STS policy in force, if any
 	port     int
 	ehlo     string
 	tmo      timeouts
@@ -233,6 +246,9 @@ type attemptError struct {
 func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
 	d, err := newDialer(opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.applyMTASTS(ctx); err != nil {
 		return nil, err
 	}
 	cands, rerr := d.candidates()
@@ -461,6 +477,7 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		br:            bufio.NewReaderSize(nc, readBufferSize),
 		bw:            bufio.NewWriterSize(nc, 4096),
 		info: ConnInfo{
+			MTASTS:    d.stsMode(),
 			Source:    d.source.Name(),
 			Host:      cand.host,
 			Addr:      ap,
@@ -494,7 +511,7 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		return closeWith(failOther, err, "%s: EHLO after banner: %v", label, err)
 	}
 
-	mode := d.mode
+	mode := d.hostMode()
 	if clear {
 		mode = shaping.Disabled
 	}

@@ -207,6 +207,7 @@ type rrset struct {
 	nxdomain bool
 	mx       []mxRecord   // MX answers, in answer order
 	addrs    []netip.Addr // A or AAAA answers, in answer order
+	txt      []string     // TXT answers, each record's strings joined
 	expires  time.Time
 
 	// For MX answers, computed once: hosts sorted by preference then name,
@@ -354,6 +355,8 @@ func collect(msg *dns.Msg, name string, qtype uint16, set *rrset) (string, bool,
 			if a, ok := netip.AddrFromSlice(v.AAAA); ok {
 				set.addrs = append(set.addrs, a)
 			}
+		case *dns.TXT:
+			set.txt = append(set.txt, strings.Join(v.Txt, ""))
 		default:
 			continue
 		}
@@ -470,4 +473,20 @@ func (r *Resolver) shuffle(n int, swap func(i, j int)) {
 	r.randMu.Lock()
 	defer r.randMu.Unlock()
 	r.rand.Shuffle(n, swap)
+}
+
+// LookupTXT returns the TXT records of name, each record's character
+// strings joined into one string (RFC 7208 section 3.3 style), as used by
+// MTA-STS. A name without TXT records, or that does not exist, gives no
+// records and no error; other failures are a temporary *DNSError.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	n, err := fqdn(name)
+	if err != nil {
+		return nil, fmt.Errorf("egress: lookup TXT %q: %w", name, err)
+	}
+	set, err := r.lookup(ctx, n, dns.TypeTXT)
+	if err != nil {
+		return nil, fmt.Errorf("egress: lookup TXT %s: %w", strings.TrimSuffix(n, "."), err)
+	}
+	return append([]string(nil), set.txt...), nil
 }
