@@ -263,7 +263,7 @@ func TestMTASTSDial(t *testing.T) {
 		{name: "enforce, wildcard", policy: "mode: enforce\nmx: *.example.test", sink: verified,
 			host: "mx.example.test", mode: shaping.OpportunisticInsecure, wantTLS: true, wantSTS: egress.MTASTSEnforce},
 		{name: "enforce rejects an MX outside its patterns", policy: "mode: enforce\nmx: allowed.example.net", sink: verified,
-			host: "mx.example.test",
+			host:     "mx.example.test",
 			wantFail: `451 4.4.4 MTA-STS enforce policy for example.test permits none of its MX hosts "mx.example.test." allowed mx patterns: "allowed.example.net"`},
 		{name: "enforce refuses clear text", policy: "mode: enforce\nmx: mx.example.test", sink: clear,
 			host: "mx.example.test", wantFail: "tls policy is Required but STARTTLS is not advertised"},
