@@ -85,6 +85,16 @@ type DialOptions struct {
 	// nil disables MTA-STS (the zero DialOptions does no policy lookups).
 	// *MTASTS implements it.
 	MTASTS MTASTSSource
+	// DANE looks up TLSA records when Config.EnableDANE is set; nil
+	// disables DANE. *Resolver implements it (with
+	// ResolverOptions.TrustAD, else nothing is ever secure).
+	DANE TLSAResolver
+	// MXSecure reports that Hosts were selected securely: from a
+	// DNSSEC-validated MX answer (MXPlan.Secure), or from an mx_list the
+	// operator trusts (KumoMTA's treat_mx_list_as_secure). DANE applies
+	// only to hosts of a secure selection whose addresses are secure too
+	// (MXHost.Secure).
+	MXSecure bool
 	// Site names the destination (ready queue name or site name) in the
 	// text of synthesized failure responses; optional.
 	Site string
@@ -124,8 +134,12 @@ type ConnInfo struct {
 	// clear text.
 	TLS *TLSInfo
 	// MTASTS is the mode of the MTA-STS policy applied to the connection;
-	// "" when none was.
+	// "" when none was (DANE takes precedence when it found usable
+	// records).
 	MTASTS MTASTSMode
+	// DANE is the DANE outcome for the host (DANEOK, DANEUnusable,
+	// DANENotApplicable, DANEInsecureChain); "" when DANE is off.
+	DANE string
 	// AuthMechanism is the SASL mechanism the session authenticated with
 	// ("PLAIN", "LOGIN"); "" when it did not authenticate.
 	AuthMechanism string
@@ -143,8 +157,12 @@ type TLSInfo struct {
 	// "CN=mx.example.com"-style entries (tls_peer_subject_name).
 	PeerSubjectName []string
 	// Verified reports that the certificate chain and host name were
-	// verified (false in the Insecure modes).
+	// verified (false in the Insecure modes), or that the certificate
+	// matched the host's DANE TLSA records.
 	Verified bool
+	// DANE reports that the certificate was authenticated by DANE TLSA
+	// records instead of the PKIX roots.
+	DANE bool
 	// State is the full connection state.
 	State tls.ConnectionState
 }
@@ -193,6 +211,7 @@ type dialer struct {
 	mode     shaping.TLSMode
 	tlsCfg   *tls.Config
 	sts      *MTASTSPolicy // the MTA-STS policy in force, if any
+	dane     map[string]daneState
 	port     int
 	ehlo     string
 	tmo      timeouts
@@ -205,8 +224,9 @@ type dialer struct {
 }
 
 type candidate struct {
-	host string
-	addr netip.Addr
+	host   string
+	addr   netip.Addr
+	secure bool // MXHost.Secure
 }
 
 // failure kinds, for KumoMTA's summary of why every candidate failed.
@@ -265,8 +285,9 @@ func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
 			break
 		}
 		c, aerr := d.attempt(ctx, cand, false)
-		if aerr != nil && aerr.kind == failHandshake && d.opts.Config.OpportunisticTLSReconnectOnFailedHandshake &&
-			(d.mode == shaping.Opportunistic || d.mode == shaping.OpportunisticInsecure) && ctx.Err() == nil {
+		if eff := d.hostMode(d.dane[cand.host]); aerr != nil && aerr.kind == failHandshake &&
+			d.opts.Config.OpportunisticTLSReconnectOnFailedHandshake &&
+			(eff == shaping.Opportunistic || eff == shaping.OpportunisticInsecure) && ctx.Err() == nil {
 			d.log.Debug("egress: STARTTLS failed; reconnecting in clear text", "host", cand.host,
 				"addr", cand.addr.String(), "error", aerr.text)
 			texts = append(texts, "TLS handshake failed: "+aerr.text+", will re-connect in the clear because "+
@@ -389,7 +410,7 @@ func (d *dialer) candidates() ([]candidate, error) {
 	var hostErrs []error
 	for _, h := range d.opts.Hosts {
 		for _, a := range h.Addrs {
-			all = append(all, candidate{host: h.Name, addr: a.Unmap()})
+			all = append(all, candidate{host: h.Name, addr: a.Unmap(), secure: h.Secure})
 		}
 		if len(h.Addrs) == 0 && h.Err != nil {
 			hostErrs = append(hostErrs, h.Err)
@@ -451,6 +472,18 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		return &attemptError{kind: kind, text: fmt.Sprintf(format, args...), err: err}
 	}
 
+	dane, ok := d.dane[cand.host]
+	if !ok {
+		var err error
+		if dane, err = d.daneFor(ctx, cand.host, cand.secure); err != nil {
+			return nil, fail(failOther, err, "%v", err)
+		}
+		if d.dane == nil {
+			d.dane = map[string]daneState{}
+		}
+		d.dane[cand.host] = dane
+	}
+
 	dctx, cancel := context.WithTimeout(ctx, d.tmo.connect)
 	nc, err := d.source.Dial(dctx, "tcp", ap.String())
 	cancel()
@@ -477,7 +510,8 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		br:            bufio.NewReaderSize(nc, readBufferSize),
 		bw:            bufio.NewWriterSize(nc, 4096),
 		info: ConnInfo{
-			MTASTS:    d.stsMode(),
+			MTASTS:    d.stsModeWith(dane),
+			DANE:      dane.result,
 			Source:    d.source.Name(),
 			Host:      cand.host,
 			Addr:      ap,
@@ -511,7 +545,7 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		return closeWith(failOther, err, "%s: EHLO after banner: %v", label, err)
 	}
 
-	mode := d.hostMode()
+	mode := d.hostMode(dane)
 	if clear {
 		mode = shaping.Disabled
 	}
@@ -529,7 +563,7 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		useTLS, verify = offered, mode == shaping.Opportunistic
 	}
 	if useTLS {
-		if err := c.startTLS(cand.host, d.tlsCfg, verify); err != nil {
+		if err := c.startTLS(cand.host, d.tlsCfg, verify, dane.tlsa); err != nil {
 			if mode == shaping.OpportunisticInsecure {
 				return closeWith(failInsecureTLS, err,
 					"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)

@@ -478,23 +478,35 @@ func (d *dialer) applyMTASTS(ctx context.Context) error {
 // hosts.
 var ErrMTASTSNoPermittedHost = errors.New("mta-sts policy permits no MX host")
 
-func (d *dialer) stsMode() MTASTSMode {
-	if d.sts == nil {
+// stsModeWith is the MTA-STS mode that applies to a host with the given
+// DANE outcome: none when DANE found usable records (DANE wins, as in
+// KumoMTA).
+func (d *dialer) stsModeWith(dane daneState) MTASTSMode {
+	if d.sts == nil || dane.result == DANEOK {
 		return ""
 	}
 	return d.sts.Mode
 }
 
-// hostMode is the effective enable_tls of a connection: the path's,
-// raised to Required by an MTA-STS enforce policy, or made
-// OpportunisticInsecure by a testing one (as KumoMTA does).
-func (d *dialer) hostMode() shaping.TLSMode {
+// hostMode is the effective enable_tls of a connection, decided as
+// KumoMTA's dispatcher does: usable DANE records make it Required (with
+// the certificate checked against them) and MTA-STS is not consulted;
+// unusable ones make it RequiredInsecure. Then an MTA-STS enforce policy
+// makes it Required, and a testing one OpportunisticInsecure unless DANE
+// required STARTTLS.
+func (d *dialer) hostMode(dane daneState) shaping.TLSMode {
 	mode := d.mode
-	if d.opts.Config.EnableMTASTS {
-		switch d.stsMode() {
-		case MTASTSEnforce:
-			mode = shaping.Required
-		case MTASTSTesting:
+	switch dane.result {
+	case DANEOK:
+		return shaping.Required
+	case DANEUnusable:
+		mode = shaping.RequiredInsecure
+	}
+	switch d.stsModeWith(dane) {
+	case MTASTSEnforce:
+		mode = shaping.Required
+	case MTASTSTesting:
+		if dane.result != DANEUnusable {
 			mode = shaping.OpportunisticInsecure
 		}
 	}

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,13 @@ type ResolverOptions struct {
 	Logger *slog.Logger
 	// Now is the clock for cache expiry; nil means time.Now. For tests.
 	Now func() time.Time
+	// TrustAD marks Servers as DNSSEC-validating resolvers reached over a
+	// trusted path (on the host, or over a secured link): queries then ask
+	// for the AD bit (RFC 6840 section 5.7) and answers that carry it are
+	// taken as DNSSEC-secure (MXPlan.Secure, MXHost.Secure, TLSAResult).
+	// Without it nothing is secure and DANE never applies: an AD bit from
+	// an untrusted path could be forged.
+	TrustAD bool
 }
 
 // Resolver looks up MX, A and AAAA records with miekg/dns: EDNS0 (1232
@@ -88,6 +96,7 @@ type Resolver struct {
 	maxTTL      time.Duration
 	negativeTTL time.Duration
 	failureTTL  time.Duration
+	trustAD     bool
 	log         *slog.Logger
 	now         func() time.Time
 	udp         *dns.Client
@@ -110,6 +119,7 @@ func NewResolver(opts ResolverOptions) (*Resolver, error) {
 		maxTTL:      opts.MaxTTL,
 		negativeTTL: opts.NegativeTTL,
 		failureTTL:  opts.FailureTTL,
+		trustAD:     opts.TrustAD,
 		log:         opts.Logger,
 		now:         opts.Now,
 		rand:        opts.Rand,
@@ -208,7 +218,11 @@ type rrset struct {
 	mx       []mxRecord   // MX answers, in answer order
 	addrs    []netip.Addr // A or AAAA answers, in answer order
 	txt      []string     // TXT answers, each record's strings joined
-	expires  time.Time
+	tlsa     []TLSA       // TLSA answers
+	// secure: every answer behind the set carried the AD bit from a
+	// trusted resolver (ResolverOptions.TrustAD).
+	secure  bool
+	expires time.Time
 
 	// For MX answers, computed once: hosts sorted by preference then name,
 	// and their site name.
@@ -267,7 +281,7 @@ func (r *Resolver) store(k cacheKey, set *rrset, err error) {
 
 // resolve asks the servers, following CNAMEs the servers did not chase.
 func (r *Resolver) resolve(ctx context.Context, name string, qtype uint16) (*rrset, error) {
-	set := &rrset{name: name, qtype: qtype}
+	set := &rrset{name: name, qtype: qtype, secure: r.trustAD}
 	target := name
 	ttl := time.Duration(-1)
 	for range maxCNAMEChain {
@@ -275,6 +289,7 @@ func (r *Resolver) resolve(ctx context.Context, name string, qtype uint16) (*rrs
 		if err != nil {
 			return nil, err
 		}
+		set.secure = set.secure && msg.AuthenticatedData
 		if msg.Rcode == dns.RcodeNameError {
 			set.nxdomain = true
 			set.expires = r.now().Add(r.negativeTTLOf(msg))
@@ -357,6 +372,12 @@ func collect(msg *dns.Msg, name string, qtype uint16, set *rrset) (string, bool,
 			}
 		case *dns.TXT:
 			set.txt = append(set.txt, strings.Join(v.Txt, ""))
+		case *dns.TLSA:
+			data, err := hex.DecodeString(v.Certificate)
+			if err != nil {
+				continue
+			}
+			set.tlsa = append(set.tlsa, TLSA{Usage: v.Usage, Selector: v.Selector, MatchingType: v.MatchingType, Data: data})
 		default:
 			continue
 		}
@@ -422,6 +443,7 @@ func (r *Resolver) exchangeOne(ctx context.Context, server, name string, qtype u
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
+	m.AuthenticatedData = r.trustAD
 	m.SetEdns0(EDNS0UDPSize, false)
 	msg, err := r.roundTrip(ctx, r.udp, server, m)
 	if err == nil && msg.Rcode == dns.RcodeFormatError && msg.IsEdns0() == nil {
