@@ -83,7 +83,7 @@ type ResolverOptions struct {
 	TrustAD bool
 }
 
-// Resolver looks up MX, A and AAAA records with miekg/dns: EDNS0 (1232
+// Resolver looks up MX, A, AAAA, TXT and TLSA records with miekg/dns: EDNS0 (1232
 // byte buffer), retry over TCP when an answer is truncated, servers tried
 // in order, a TTL-respecting LRU cache of positive and negative answers,
 // and deduplication of concurrent identical queries. It is safe for
