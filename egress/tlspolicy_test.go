@@ -387,3 +387,37 @@ func TestSMTPAuth(t *testing.T) {
 		})
 	}
 }
+
+// TestSMTPAuthSink authenticates to a sink that requires AUTH.
+func TestSMTPAuthSink(t *testing.T) {
+	ca := newTestCA(t)
+	sink := startSink(t, smtpsink.Options{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.issue(false, "mx.example.test")}},
+		Store:     true,
+		Auth: func(user, pass string) error {
+			if user != "daniel" || pass != "tiger" {
+				return errors.New("bad credentials")
+			}
+			return nil
+		},
+	})
+	opts := hostOptions(t, sink, "mx.example.test")
+	opts.Config.EnableTLS = shaping.Required
+	opts.TLSConfig = &tls.Config{RootCAs: ca.Pool}
+
+	// Without credentials the sink refuses the transaction.
+	c, r := deliverOne(t, opts)
+	wantCode(t, "without AUTH", r, 530, "5.7.0")
+	_ = c.Close()
+
+	opts.Config.SMTPAuthPlainUsername = "daniel"
+	opts.Config.SMTPAuthPlainPassword = &shaping.KeySource{KeyData: "lion", HasData: true}
+	wantDialFailure(t, opts, "authenticating as daniel via SMTP AUTH PLAIN to mx.example.test/127.0.0.1:")
+
+	opts.Config.SMTPAuthPlainPassword = &shaping.KeySource{KeyData: "tiger", HasData: true}
+	_, r = deliverOne(t, opts)
+	wantCode(t, "with AUTH", r, 250, "2.0.0")
+	if msgs := sink.Messages(); len(msgs) != 1 || msgs[0].AuthUser != "daniel" || !msgs[0].TLS {
+		t.Errorf("sink messages %+v", msgs)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -17,7 +18,8 @@ import (
 
 // TestSmarthostTLS: a smart host with a self-signed certificate takes
 // mail with -smarthost-tls RequiredInsecure, or with Required when
-// -smarthost-ca names its certificate.
+// -smarthost-ca names its certificate; -smarthost-auth-file authenticates
+// to a smart host that requires AUTH.
 func TestSmarthostTLS(t *testing.T) {
 	dir := t.TempDir()
 	certPEM, keyPEM, err := listener.SelfSignedPEM("127.0.0.1")
@@ -32,15 +34,33 @@ func TestSmarthostTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	authFile := filepath.Join(dir, "auth")
+	if err := os.WriteFile(authFile, []byte("daniel:tiger\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkAuth := func(user, pass string) error {
+		if user != "daniel" || pass != "tiger" {
+			return errors.New("bad credentials")
+		}
+		return nil
+	}
 	for _, tc := range []struct {
-		name  string
-		flags []string
+		name     string
+		flags    []string
+		auth     bool
+		wantUser string
 	}{
-		{"required insecure", []string{"-smarthost-tls", "RequiredInsecure"}},
-		{"required with CA file", []string{"-smarthost-tls", "Required", "-smarthost-ca", caFile}},
+		{name: "required insecure", flags: []string{"-smarthost-tls", "RequiredInsecure"}},
+		{name: "required with CA file", flags: []string{"-smarthost-tls", "Required", "-smarthost-ca", caFile}},
+		{name: "AUTH over verified TLS", flags: []string{"-smarthost-ca", caFile, "-smarthost-auth-file", authFile},
+			auth: true, wantUser: "daniel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sink, err := smtpsink.Start(smtpsink.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, Store: true})
+			opts := smtpsink.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, Store: true}
+			if tc.auth {
+				opts.Auth = checkAuth
+			}
+			sink, err := smtpsink.Start(opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +89,7 @@ func TestSmarthostTLS(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			msgs := sink.Messages()
-			if len(msgs) != 1 || !msgs[0].TLS {
+			if len(msgs) != 1 || !msgs[0].TLS || msgs[0].AuthUser != tc.wantUser {
 				t.Fatalf("sink got %+v, want one message over TLS", msgs)
 			}
 		})
