@@ -95,6 +95,11 @@ type DialOptions struct {
 	// only to hosts of a secure selection whose addresses are secure too
 	// (MXHost.Secure).
 	MXSecure bool
+	// BrokenTLS, with the path's remember_broken_tls, remembers under Site
+	// that a STARTTLS handshake failed, and skips TLS for the site in the
+	// Opportunistic modes meanwhile (KumoMTA keys it by ready queue
+	// name). Nil remembers nothing.
+	BrokenTLS *BrokenTLS
 	// Site names the destination (ready queue name or site name) in the
 	// text of synthesized failure responses; optional.
 	Site string
@@ -561,9 +566,16 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		useTLS, verify = true, mode == shaping.Required
 	case shaping.Opportunistic, shaping.OpportunisticInsecure:
 		useTLS, verify = offered, mode == shaping.Opportunistic
+		if useTLS && d.opts.BrokenTLS.Broken(d.opts.Site) {
+			d.log.Debug("egress: not using STARTTLS: remembered as broken", "site", d.opts.Site, "host", cand.host)
+			useTLS = false
+		}
 	}
 	if useTLS {
 		if err := c.startTLS(cand.host, d.tlsCfg, verify, dane.tlsa); err != nil {
+			if re := (*rejectedError)(nil); !errors.As(err, &re) {
+				d.opts.BrokenTLS.Remember(d.opts.Site, d.opts.Config.RememberBrokenTLS)
+			}
 			if mode == shaping.OpportunisticInsecure {
 				return closeWith(failInsecureTLS, err,
 					"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
@@ -575,6 +587,7 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 			return closeWith(kind, err, "TLS handshake with %s failed: %v", label, err)
 		}
 		if err := c.hello(d.ehlo); err != nil {
+			d.opts.BrokenTLS.Remember(d.opts.Site, d.opts.Config.RememberBrokenTLS)
 			if mode == shaping.OpportunisticInsecure {
 				return closeWith(failInsecureTLS, err,
 					"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)

@@ -148,7 +148,9 @@
 //     OpportunisticInsecure session whose handshake failed with a second
 //     EHLO on the same connection, which fails in practice; mtakit fails
 //     the host at once with KumoMTA's text for that case.
-//     remember_broken_tls is left to the caller. Data sent by the peer
+//     With remember_broken_tls and a shared DialOptions.BrokenTLS, a
+//     failed handshake is remembered for the site and the Opportunistic
+//     modes skip STARTTLS there meanwhile. Data sent by the peer
 //     together with its 220 to STARTTLS fails the host (no response
 //     injection). TLS version and cipher are reported with rustls's names
 //     ("TLSv1_3", "TLS13_AES_128_GCM_SHA256") for tls_protocol_version

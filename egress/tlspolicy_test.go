@@ -421,3 +421,34 @@ func TestSMTPAuthSink(t *testing.T) {
 		t.Errorf("sink messages %+v", msgs)
 	}
 }
+
+func TestRememberBrokenTLS(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	broken := egress.NewBrokenTLS(func() time.Time { return now })
+	sink := startSink(t, smtpsink.Options{TLS: true, Store: true})
+	sink.MustAddFault(smtpsink.Fault{Stage: smtpsink.StageStartTLS, Action: smtpsink.Garbage})
+	opts := sinkOptions(t, sink)
+	opts.TLSConfig = &tls.Config{RootCAs: sink.RootCAs()}
+	opts.Config.RememberBrokenTLS = time.Hour
+	opts.BrokenTLS = broken
+	opts.Site = "site.test"
+
+	wantDialFailure(t, opts, "TLS handshake with localhost/127.0.0.1:")
+	if !broken.Broken("site.test") || broken.Broken("other.test") {
+		t.Fatal("failed handshake not remembered for the site")
+	}
+	// Opportunistic now skips STARTTLS; Required still insists.
+	c, r := deliverOne(t, opts)
+	wantCode(t, "delivery", r, 250, "2.0.0")
+	if c.Info().TLS != nil {
+		t.Error("used TLS on a site remembered as broken")
+	}
+	required := opts
+	required.Config.EnableTLS = shaping.Required
+	wantDialFailure(t, required, "TLS handshake with localhost/127.0.0.1:")
+
+	now = now.Add(time.Hour)
+	if broken.Broken("site.test") {
+		t.Error("still remembered after remember_broken_tls")
+	}
+}
