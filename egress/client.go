@@ -241,15 +241,14 @@ const (
 	failOther failKind = iota
 	failInsecureTLS
 	failUnplumbed
-	// failHandshake: STARTTLS failed in a mode other than
-	// OpportunisticInsecure.
-	failHandshake
 )
 
 type attemptError struct {
 	kind failKind
 	text string
 	err  error
+	// tlsFailed: the TLS handshake, or the EHLO after it, failed.
+	tlsFailed bool
 }
 
 // Dial connects to the first usable address of opts.Hosts: it tries each
@@ -290,7 +289,7 @@ func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
 			break
 		}
 		c, aerr := d.attempt(ctx, cand, false)
-		if eff := d.hostMode(d.dane[cand.host]); aerr != nil && aerr.kind == failHandshake &&
+		if eff := d.hostMode(d.dane[cand.host]); aerr != nil && aerr.tlsFailed &&
 			d.opts.Config.OpportunisticTLSReconnectOnFailedHandshake &&
 			(eff == shaping.Opportunistic || eff == shaping.OpportunisticInsecure) && ctx.Err() == nil {
 			d.log.Debug("egress: STARTTLS failed; reconnecting in clear text", "host", cand.host,
@@ -572,27 +571,32 @@ func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn
 		}
 	}
 	if useTLS {
+		// tlsFailure fails the attempt after a broken handshake, or a broken
+		// session after it: the site's TLS is remembered as broken, and the
+		// caller may reconnect in clear text.
+		tlsFailure := func(kind failKind, err error, format string, args ...any) (*Conn, *attemptError) {
+			d.opts.BrokenTLS.Remember(d.opts.Site, d.opts.Config.RememberBrokenTLS)
+			_, aerr := closeWith(kind, err, format, args...)
+			aerr.tlsFailed = true
+			return nil, aerr
+		}
 		if err := c.startTLS(cand.host, d.tlsCfg, verify, dane.tlsa); err != nil {
-			if re := (*rejectedError)(nil); !errors.As(err, &re) {
-				d.opts.BrokenTLS.Remember(d.opts.Site, d.opts.Config.RememberBrokenTLS)
-			}
-			if mode == shaping.OpportunisticInsecure {
-				return closeWith(failInsecureTLS, err,
+			var re *rejectedError
+			switch {
+			case errors.As(err, &re): // STARTTLS refused: no handshake took place
+				return closeWith(failOther, err, "TLS handshake with %s failed: %v", label, err)
+			case mode == shaping.OpportunisticInsecure:
+				return tlsFailure(failInsecureTLS, err,
 					"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
 			}
-			kind := failHandshake
-			if re := (*rejectedError)(nil); errors.As(err, &re) {
-				kind = failOther // STARTTLS refused: no handshake took place
-			}
-			return closeWith(kind, err, "TLS handshake with %s failed: %v", label, err)
+			return tlsFailure(failOther, err, "TLS handshake with %s failed: %v", label, err)
 		}
 		if err := c.hello(d.ehlo); err != nil {
-			d.opts.BrokenTLS.Remember(d.opts.Site, d.opts.Config.RememberBrokenTLS)
 			if mode == shaping.OpportunisticInsecure {
-				return closeWith(failInsecureTLS, err,
+				return tlsFailure(failInsecureTLS, err,
 					"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)
 			}
-			return closeWith(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
+			return tlsFailure(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
 		}
 	}
 	if d.opts.Config.SMTPAuthPlainUsername != "" {

@@ -96,20 +96,23 @@ func TestTLSModesWithCA(t *testing.T) {
 }
 
 func TestReconnectInClearAfterFailedHandshake(t *testing.T) {
-	for _, reconnect := range []bool{false, true} {
-		sink := startSink(t, smtpsink.Options{TLS: true, Store: true})
-		sink.MustAddFault(smtpsink.Fault{Stage: smtpsink.StageStartTLS, Action: smtpsink.Garbage})
-		opts := sinkOptions(t, sink)
-		opts.TLSConfig = &tls.Config{RootCAs: sink.RootCAs()}
-		opts.Config.OpportunisticTLSReconnectOnFailedHandshake = reconnect
-		if !reconnect {
-			wantDialFailure(t, opts, "TLS handshake with localhost/127.0.0.1:")
-			continue
-		}
-		c, r := deliverOne(t, opts)
-		wantCode(t, "delivery", r, 250, "2.0.0")
-		if c.Info().TLS != nil || sink.Messages()[0].TLS {
-			t.Error("delivered over TLS, want clear text after the failed handshake")
+	for _, mode := range []shaping.TLSMode{shaping.Opportunistic, shaping.OpportunisticInsecure} {
+		for _, reconnect := range []bool{false, true} {
+			sink := startSink(t, smtpsink.Options{TLS: true, Store: true})
+			sink.MustAddFault(smtpsink.Fault{Stage: smtpsink.StageStartTLS, Action: smtpsink.Garbage})
+			opts := sinkOptions(t, sink)
+			opts.TLSConfig = &tls.Config{RootCAs: sink.RootCAs()}
+			opts.Config.EnableTLS = mode
+			opts.Config.OpportunisticTLSReconnectOnFailedHandshake = reconnect
+			if !reconnect {
+				wantDialFailure(t, opts, "localhost/127.0.0.1:")
+				continue
+			}
+			c, r := deliverOne(t, opts)
+			wantCode(t, string(mode)+" delivery", r, 250, "2.0.0")
+			if c.Info().TLS != nil || sink.Messages()[0].TLS {
+				t.Errorf("%s: delivered over TLS, want clear text after the failed handshake", mode)
+			}
 		}
 	}
 	// Required never reconnects in clear text.
