@@ -102,7 +102,7 @@ func ParseMTASTSPolicy(text string) (*MTASTSPolicy, error) {
 			if err != nil || len(value) > 10 {
 				return nil, fmt.Errorf("mta-sts policy: invalid max_age %q", value)
 			}
-			p.MaxAge = min(time.Duration(min(n, uint64(MTASTSMaxAge/time.Second)))*time.Second, MTASTSMaxAge)
+			p.MaxAge = time.Duration(min(n, uint64(MTASTSMaxAge/time.Second))) * time.Second
 		case "mx":
 			if err := checkMXPattern(value); err != nil {
 				return nil, fmt.Errorf("mta-sts policy: mx %q: %w", value, err)
@@ -283,13 +283,10 @@ func (m *MTASTS) refresh(ctx context.Context, domain string, cur *stsEntry) (*MT
 		return nil, cur.err // a recent failure: do not hammer the host
 	}
 	id, terr := m.lookupID(ctx, domain)
-	if cur != nil {
-		switch {
-		case terr != nil || id == "" || id == cur.policy.ID:
-			// RFC 8461 section 5.1: a removed or unreadable record does not
-			// invalidate a cached policy; only a new id does.
-			return cur.policy, nil
-		}
+	if cur != nil && (terr != nil || id == "" || id == cur.policy.ID) {
+		// RFC 8461 section 5.1: a removed or unreadable record does not
+		// invalidate a cached policy; only a new id does.
+		return cur.policy, nil
 	}
 	if terr != nil {
 		return nil, terr
