@@ -229,7 +229,8 @@
 //     uses LOGIN when the host advertises LOGIN but not PLAIN (KumoMTA
 //     only speaks PLAIN). Credentials never appear in responses or errors.
 //   - tls_certificate and tls_private_key (PEM; the key may be in the
-//     certificate's file) are presented as the client certificate. The
+//     certificate's file) are presented as the client certificate (read
+//     again after 5 minutes, so a renewed file is picked up). The
 //     NO_TLSV1, NO_TLSV1_1, NO_TLSV1_2 and NO_TLSV1_3 names of
 //     openssl_options set the protocol version range (other options have
 //     no crypto/tls meaning and are ignored). rustls_cipher_suites, else

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/mtakit/mtakit/shaping"
 )
@@ -49,9 +51,60 @@ func clientTLSConfig(base *tls.Config, cfg *shaping.PathConfig) (*tls.Config, er
 	return out, nil
 }
 
-// clientCertificate loads the PEM certificate chain and private key. The
-// key may be in the certificate's source when tls_private_key is unset.
+// clientCertTTL is how long a loaded client certificate is reused before
+// its sources are read again (so that a renewed file is picked up).
+const clientCertTTL = 5 * time.Minute
+
+// maxClientCerts bounds the client certificate cache.
+const maxClientCerts = 64
+
+// clientCerts caches loaded client certificates by their sources.
+var clientCerts = struct {
+	sync.Mutex
+	m map[[2]string]cachedCert
+}{m: map[[2]string]cachedCert{}}
+
+type cachedCert struct {
+	cert    tls.Certificate
+	expires time.Time
+}
+
+// sourceKey identifies a key source by content.
+func sourceKey(k *shaping.KeySource) string {
+	if k == nil {
+		return ""
+	}
+	return fmt.Sprintf("%q %q %t %q %q %q", k.File, k.KeyData, k.HasData, k.VaultMount, k.VaultPath, k.EventName)
+}
+
+// clientCertificate returns the client certificate of the sources,
+// cached for clientCertTTL.
 func clientCertificate(certSrc, keySrc *shaping.KeySource) (tls.Certificate, error) {
+	key := [2]string{sourceKey(certSrc), sourceKey(keySrc)}
+	now := time.Now()
+	clientCerts.Lock()
+	c, ok := clientCerts.m[key]
+	clientCerts.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.cert, nil
+	}
+	cert, err := loadClientCertificate(certSrc, keySrc)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	clientCerts.Lock()
+	if len(clientCerts.m) >= maxClientCerts {
+		clear(clientCerts.m)
+	}
+	clientCerts.m[key] = cachedCert{cert: cert, expires: now.Add(clientCertTTL)}
+	clientCerts.Unlock()
+	return cert, nil
+}
+
+// loadClientCertificate loads the PEM certificate chain and private key.
+// The key may be in the certificate's source when tls_private_key is
+// unset.
+func loadClientCertificate(certSrc, keySrc *shaping.KeySource) (tls.Certificate, error) {
 	if certSrc == nil {
 		return tls.Certificate{}, fmt.Errorf("tls_private_key is set without tls_certificate")
 	}
