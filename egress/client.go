@@ -81,8 +81,9 @@ type DialOptions struct {
 	// come from the domain's DNS (mx_list, smart hosts, address literals):
 	// then no MTA-STS policy applies, as in KumoMTA.
 	Domain string
-	// MTASTS supplies MTA-STS policies when Config.EnableMTASTS is set;
-	// nil disables MTA-STS (the zero DialOptions does no policy lookups).
+	// MTASTS supplies MTA-STS policies when Config.EnableMTASTS is set
+	// (as in shaping.Default; a PathConfig literal leaves it off); nil
+	// disables MTA-STS (the zero DialOptions does no policy lookups).
 	// *MTASTS implements it.
 	MTASTS MTASTSSource
 	// DANE looks up TLSA records when Config.EnableDANE is set; nil
