@@ -180,6 +180,7 @@ func (s *Server) logOutcome(t logs.RecordType, m *queuedMessage, rcpt string, r 
 		Headers:              m.meta.Headers,
 		TLSCipher:            o.tls.cipher,
 		TLSProtocolVersion:   o.tls.version,
+		TLSPeerSubjectName:   o.tls.peerSubject,
 	}
 	if r.Command != "" {
 		rec.Response.Command = ptr(r.Command)

@@ -46,7 +46,10 @@ type deliverySession interface {
 	Peer() (*logs.PeerAddress, *logs.SourceAddress, tlsInfo)
 }
 
-type tlsInfo struct{ cipher, version string }
+type tlsInfo struct {
+	cipher, version string
+	peerSubject     []string // tls_peer_subject_name
+}
 
 // sessionOpener opens sessions for one ready queue. A failed open returns
 // the reply that each message taken for it gets.

@@ -147,7 +147,7 @@ func (s *smtpSession) Peer() (*logs.PeerAddress, *logs.SourceAddress, tlsInfo) {
 	}
 	var ti tlsInfo
 	if info.TLS != nil {
-		ti = tlsInfo{cipher: info.TLS.Cipher, version: info.TLS.Version}
+		ti = tlsInfo{cipher: info.TLS.Cipher, version: info.TLS.Version, peerSubject: info.TLS.PeerSubjectName}
 	}
 	return peer, src, ti
 }

@@ -53,6 +53,7 @@ type config struct {
 	http      string
 	dataDir   string
 	smarthost string
+	sh        smarthostFlags
 	policy    string
 	hostname  string
 	tlsCert   string
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (reserved: the HTTP API is not built yet)")
 	fs.StringVar(&c.dataDir, "data", "mtakit-data", "`directory` for the spool, logs and generated TLS certificate")
 	fs.StringVar(&c.smarthost, "smarthost", "", "route all outbound mail to `host:port`")
+	c.sh.register(fs)
 	fs.StringVar(&c.policy, "policy", "", "KumoMTA-style init.lua `file` (reserved: luapolicy is not built yet)")
 	fs.StringVar(&c.hostname, "hostname", "", "server `name` for greetings and Received headers (default: os.Hostname)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "STARTTLS certificate `file` (default: self-signed, generated under -data)")
@@ -107,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if _, port, err := net.SplitHostPort(c.smarthost); err != nil || port == "" {
 			return nil, fmt.Errorf("-smarthost %q: want host:port", c.smarthost)
 		}
+	}
+	if err := c.sh.check(c.smarthost); err != nil {
+		return nil, err
 	}
 	if c.policy != "" {
 		return nil, fmt.Errorf("-policy %s: Lua policies are not supported yet; run without -policy for the default policy", c.policy)
@@ -192,7 +197,9 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		HoldDelivery: c.hold,
 	}
 	if c.smarthost != "" {
-		useSmarthost(&opts, c.smarthost)
+		if err := useSmarthost(&opts, c.smarthost, &c.sh); err != nil {
+			return nil, nil, err
+		}
 	}
 	if c.dkimData != "" {
 		signer, err := dkim.Load(dkim.LoadOptions{KeyDir: c.dkimKeys}, c.dkimData)
@@ -237,8 +244,17 @@ func tlsConfig(c *config) (*tls.Config, error) {
 
 // useSmarthost routes every queue to one host (KumoMTA's mx_list) and
 // allows that host even on loopback, which the default prohibited_hosts
-// refuse so that broken DNS cannot loop mail back into this server.
-func useSmarthost(opts *mta.Options, hostport string) {
+// refuse so that broken DNS cannot loop mail back into this server. The
+// -smarthost-* flags set its TLS mode, AUTH credentials and CAs.
+func useSmarthost(opts *mta.Options, hostport string, sh *smarthostFlags) error {
+	secured := shaping.Default()
+	tlsCfg, err := sh.apply(&secured)
+	if err != nil {
+		return err
+	}
+	if tlsCfg != nil {
+		opts.TLS = tlsCfg
+	}
 	list := []string{hostport}
 	opts.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
 		return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
@@ -247,8 +263,10 @@ func useSmarthost(opts *mta.Options, hostport string) {
 	opts.Shaper = shaping.PathFunc(func(_ context.Context, _, pathSite, _ string) (shaping.PathConfig, error) {
 		pc := shaping.Default()
 		if pathSite == site {
+			pc = secured
 			pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
 		}
 		return pc, nil
 	})
+	return nil
 }

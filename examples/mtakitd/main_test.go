@@ -40,6 +40,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-http", "8000"}, "-http"},
 		{[]string{"-smarthost", "host-without-port"}, "-smarthost"},
 		{[]string{"-policy", "init.lua"}, "not supported yet"},
+		{[]string{"-smarthost", "h:25", "-smarthost-tls", "Sometimes"}, "-smarthost-tls"},
+		{[]string{"-smarthost-auth-file", "auth"}, "need -smarthost"},
 		{[]string{"-tls-cert", "c.pem"}, "together"},
 		{[]string{"-log-level", "chatty"}, "-log-level"},
 		{[]string{"extra"}, "unexpected argument"},
@@ -68,6 +70,8 @@ func TestStartErrors(t *testing.T) {
 		{[]string{"-data", filepath.Join(file, "sub"), "-listen", "127.0.0.1:0"}, "data directory"},
 		{[]string{"-data", t.TempDir(), "-listen", busy.Addr().String()}, "address already in use"},
 		{[]string{"-data", t.TempDir(), "-listen", "127.0.0.1:0", "-dkim", filepath.Join(t.TempDir(), "missing.toml")}, "missing.toml"},
+		{[]string{"-data", t.TempDir(), "-listen", "127.0.0.1:0", "-smarthost", "h:25", "-smarthost-auth-file", file}, "username:password"},
+		{[]string{"-data", t.TempDir(), "-listen", "127.0.0.1:0", "-smarthost", "h:25", "-smarthost-ca", file}, "no PEM certificate"},
 	}
 	for _, tc := range tests {
 		err := run(tc.args, io.Discard, io.Discard)
