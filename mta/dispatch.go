@@ -85,7 +85,7 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 		return
 	}
 	name := egress.ReadyQueueName(source.Name(), plan.SiteName, "smtp_client")
-	s.enqueueReady(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan), pc, m)
+	s.enqueueReady(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan, len(cfg.Protocol.MXList) == 0), pc, m)
 }
 
 // resolve returns the delivery plan for a routing domain: its MX hosts, or

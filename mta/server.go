@@ -64,6 +64,12 @@ type Options struct {
 	// servers respect one limit. Specs marked "local:" always use a
 	// process-local throttle.
 	Throttle shaping.Throttle
+	// MTASTS supplies MTA-STS policies (RFC 8461) for destinations whose
+	// path config enables them (enable_mta_sts, on by default as in
+	// KumoMTA); nil means an egress.MTASTS on the Resolver. DANE applies
+	// where enable_dane is set and the Resolver trusts the AD bit
+	// (egress.ResolverOptions.TrustAD).
+	MTASTS egress.MTASTSSource
 	// Resolver resolves MX and host names for delivery; default: the
 	// servers of /etc/resolv.conf.
 	Resolver *egress.Resolver
@@ -154,6 +160,8 @@ type Server struct {
 	throttle      shaping.Throttle
 	localThrottle *shaping.LocalThrottle
 	resolver      *egress.Resolver
+	mtasts        egress.MTASTSSource
+	brokenTLS     *egress.BrokenTLS
 	defaultPool   egress.Pool
 
 	runCtx   context.Context // cancelled by Close to abort deliveries
@@ -222,6 +230,15 @@ func New(opts Options) (*Server, error) {
 		}
 		s.resolver = r
 	}
+	s.mtasts = opts.MTASTS
+	if s.mtasts == nil {
+		m, err := egress.NewMTASTS(egress.MTASTSOptions{Resolver: s.resolver, Logger: s.log})
+		if err != nil {
+			return nil, fmt.Errorf("mta: MTA-STS: %w", err)
+		}
+		s.mtasts = m
+	}
+	s.brokenTLS = egress.NewBrokenTLS(nil)
 	switch {
 	case opts.ReceptionMemory == 0:
 		s.budget = listener.NewBudget(defaultReceptionMemory())

@@ -15,16 +15,17 @@ type smtpOpener struct {
 	srv    *Server
 	source egress.EgressSource
 	plan   *egress.MXPlan
+	viaMX  bool // the hosts came from the domain's MX records: MTA-STS applies
 }
 
-func (s *Server) smtpOpener(source egress.EgressSource, plan *egress.MXPlan) sessionOpener {
-	return &smtpOpener{srv: s, source: source, plan: plan}
+func (s *Server) smtpOpener(source egress.EgressSource, plan *egress.MXPlan, viaMX bool) sessionOpener {
+	return &smtpOpener{srv: s, source: source, plan: plan, viaMX: viaMX}
 }
 
 func (o *smtpOpener) Protocol() string { return "ESMTP" }
 
 func (o *smtpOpener) Open(ctx context.Context, cfg shaping.PathConfig) (deliverySession, *reply) {
-	conn, err := egress.Dial(ctx, egress.DialOptions{
+	opts := egress.DialOptions{
 		Source:    o.source,
 		Hosts:     o.plan.Hosts,
 		Port:      int(o.plan.Port),
@@ -33,7 +34,15 @@ func (o *smtpOpener) Open(ctx context.Context, cfg shaping.PathConfig) (delivery
 		Site:      o.plan.SiteName,
 		Hostname:  o.srv.opts.Hostname,
 		Logger:    o.srv.log,
-	})
+		MTASTS:    o.srv.mtasts,
+		DANE:      o.srv.resolver, // secure only with ResolverOptions.TrustAD
+		MXSecure:  o.plan.Secure,
+		BrokenTLS: o.srv.brokenTLS,
+	}
+	if o.viaMX {
+		opts.Domain = o.plan.Domain
+	}
+	conn, err := egress.Dial(ctx, opts)
 	if err != nil {
 		resp, ok := egress.ResponseOf(err)
 		if !ok {
