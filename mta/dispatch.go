@@ -37,6 +37,9 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 	if s.expireIfTooOld(m, cfg, now) || s.checkRules(m, now) {
 		return
 	}
+	if s.queueRateExceeded(ctx, m, cfg, now) {
+		return
+	}
 	poolName := cfg.EgressPool
 	if poolName == "" {
 		poolName = "unspecified"
@@ -86,6 +89,27 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 	}
 	name := egress.ReadyQueueName(source.Name(), plan.SiteName, "smtp_client")
 	s.enqueueReady(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan, len(cfg.Protocol.MXList) == 0), pc, m)
+}
+
+// queueRateExceeded holds m back when its scheduled queue's
+// max_message_rate is used up: it is due again when the throttle says,
+// with no attempt counted.
+func (s *Server) queueRateExceeded(ctx context.Context, m *queuedMessage, cfg QueueConfig, now time.Time) bool {
+	if cfg.MaxMessageRate == "" {
+		return false
+	}
+	spec, err := shaping.ParseThrottle(cfg.MaxMessageRate)
+	if err != nil {
+		s.log.Warn("invalid queue max_message_rate; not enforced", "queue", m.queue, "spec", cfg.MaxMessageRate, "err", err)
+		return false
+	}
+	wait := s.throttleFor(spec.Local).Allow(ctx, shaping.NamedKey("queue-rate", m.queue), spec, 1)
+	if wait <= 0 {
+		return false
+	}
+	m.meta.Due = now.Add(wait)
+	s.sched.reschedule(m)
+	return true
 }
 
 // resolve returns the delivery plan for a routing domain: its MX hosts, or

@@ -142,6 +142,9 @@ func (p Params) QueueConfig() mta.QueueConfig {
 	if p.EgressPool != nil {
 		qc.EgressPool = *p.EgressPool
 	}
+	if p.MaxMessageRate != nil {
+		qc.MaxMessageRate = *p.MaxMessageRate
+	}
 	if p.Protocol != nil {
 		qc.Protocol.MXList = slices.Clone(p.Protocol.MXList)
 	}
