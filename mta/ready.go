@@ -98,6 +98,9 @@ type readyQueue struct {
 // needed and updating its opener and path config (the newest resolution
 // wins: MX sets and shaping change).
 func (s *Server) enqueueReady(name, site string, source egress.EgressSource, pool string, opener sessionOpener, cfg shaping.PathConfig, m *queuedMessage) {
+	if s.heldByReadyQueue(name, m) { // admin suspend-ready-q, readyhold.go
+		return
+	}
 	s.readyMu.Lock()
 	rq := s.ready[name]
 	if rq == nil {

@@ -143,7 +143,8 @@ type Server struct {
 	stopping chan struct{} // closed when delivery stops
 	workers  sync.WaitGroup
 
-	rules queueRules // admin and automation suspensions and bounces
+	rules      queueRules // admin and automation suspensions and bounces
+	readyHolds readyHolds // admin ready-queue suspensions (readyhold.go)
 
 	readyMu      sync.Mutex
 	ready        map[string]*readyQueue
