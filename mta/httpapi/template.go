@@ -1,0 +1,57 @@
+package httpapi
+
+import (
+	"fmt"
+
+	"github.com/nikolalohinski/gonja/v2"
+	"github.com/nikolalohinski/gonja/v2/config"
+	"github.com/nikolalohinski/gonja/v2/exec"
+	"github.com/nikolalohinski/gonja/v2/loaders"
+)
+
+// Template dialects of InjectRequest.TemplateDialect.
+const (
+	DialectJinja  = "Jinja"
+	DialectStatic = "Static"
+)
+
+// template is one templated field of an injection, compiled once per
+// request and rendered per recipient.
+type template struct {
+	source string
+	tpl    *exec.Template // nil: static text
+}
+
+// compileTemplate parses source in dialect. Jinja templates are parsed by
+// gonja with a loader that knows only this template, so {% include %} and
+// {% extends %} cannot read files.
+func compileTemplate(name, source, dialect string) (*template, error) {
+	t := &template{source: source}
+	if dialect == DialectStatic || source == "" {
+		return t, nil
+	}
+	loader, err := loaders.NewMemoryLoader(map[string]string{"/" + name: source})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	t.tpl, err = exec.NewTemplate("/"+name, config.New(), loader, gonja.DefaultEnvironment)
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// render expands the template with vars.
+func (t *template) render(vars map[string]any) (string, error) {
+	if t == nil {
+		return "", nil
+	}
+	if t.tpl == nil {
+		return t.source, nil
+	}
+	out, err := t.tpl.ExecuteToString(exec.NewContext(vars))
+	if err != nil {
+		return "", fmt.Errorf("expand template: %w", err)
+	}
+	return out, nil
+}
