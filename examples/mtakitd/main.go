@@ -2,12 +2,21 @@
 //
 // With no flags it runs the default policy: ESMTP on 127.0.0.1:2525,
 // relaying for loopback clients, a durable badger spool and
-// KumoMTA-format logs under ./mtakit-data, and a self-signed certificate
-// for STARTTLS generated on first start.
+// KumoMTA-format logs under ./mtakit-data (flushed every second, so
+// records are readable at once), a self-signed certificate for STARTTLS
+// generated on first start, and the HTTP API (inject, admin, /metrics) on
+// 127.0.0.1:8000.
 //
 //	go run ./examples/mtakitd
 //	go run ./examples/mtakitd -listen 127.0.0.1:2525 -data /var/spool/mtakit
 //	go run ./examples/mtakitd dkim-keygen -domain example.com -selector s1
+//	go run ./examples/mtakitd queue-summary
+//	go run ./examples/mtakitd logs -f
+//
+// The subcommands queue-summary, bounce, suspend, rebind, flush,
+// inspect-message and their -list/-cancel forms call the HTTP API of a
+// running mtakitd like KumoMTA's kcli (see cli.go); logs prints and
+// follows a log directory like KumoMTA's tailer.
 //
 // SIGINT or SIGTERM shuts it down gracefully: no new connections, running
 // transactions finish, queued mail stays in the spool for the next start.
@@ -36,6 +45,7 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/mta/metrics"
 	"github.com/mtakit/mtakit/shaping"
 	"github.com/mtakit/mtakit/spool"
 )
@@ -70,7 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("mtakitd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:2525", "ESMTP listen `address`")
-	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (reserved: the HTTP API is not built yet)")
+	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (inject, admin, /metrics; \"\" disables); clients off loopback need $"+tokenEnv)
 	fs.StringVar(&c.dataDir, "data", "mtakit-data", "`directory` for the spool, logs and generated TLS certificate")
 	fs.StringVar(&c.smarthost, "smarthost", "", "route all outbound mail to `host:port`")
 	fs.StringVar(&c.policy, "policy", "", "KumoMTA-style init.lua `file` (reserved: luapolicy is not built yet)")
@@ -88,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, cliUsage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -99,6 +110,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
 	for name, v := range map[string]string{"-listen": c.listen, "-http": c.http} {
+		if name == "-http" && v == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			return nil, fmt.Errorf("%s %q: want host:port: %w", name, v, err)
 		}
@@ -124,6 +138,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "dkim-keygen" {
 		return runDKIMKeygen(args[1:], stdout)
 	}
+	if cmd := cliCommand(firstArg(args)); cmd != nil {
+		if err := cmd(args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return nil
+	}
 	c, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -135,22 +155,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, addr, err := start(c, log)
+	m := metrics.New()
+	srv, addr, err := start(c, log, m)
 	if err != nil {
 		return err
 	}
-	log.Info("mtakitd ready", "smtp", addr, "data", c.dataDir)
+	httpAddr, stopHTTP, err := serveHTTP(c, srv, m, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	log.Info("mtakitd ready", "smtp", addr, "http", httpAddr, "data", c.dataDir)
 	<-ctx.Done()
 	stop()
 	log.Info("shutting down", "timeout", c.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdown)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	return errors.Join(stopHTTP(sctx), srv.Shutdown(sctx))
 }
 
 // start opens the spools and logs, builds the server and binds its
 // listener. On error everything opened so far is closed again.
-func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err error) {
+func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, addr net.Addr, err error) {
 	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -169,7 +195,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		return nil, nil, err
 	}
 	closers = append(closers, dataSpool, metaSpool)
-	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, Logger: log})
+	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, FlushInterval: time.Second, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -183,7 +209,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		Hostname:   c.hostname,
 		DataSpool:  dataSpool,
 		MetaSpool:  metaSpool,
-		Log:        logSink,
+		Log:        m.Sink(logSink),
 		LogHeaders: []string{"Subject", "Message-ID"},
 		Logger:     log,
 		Classifier: bounce.DefaultClassifier(),
@@ -210,6 +236,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 	if err != nil {
 		return nil, nil, err
 	}
+	m.Watch(srv)
 	// From here the server owns the spools and the log.
 	closers = []io.Closer{srv}
 	addr, err = srv.ListenSMTP(listener.Config{Addr: c.listen, TLS: tlsCfg})

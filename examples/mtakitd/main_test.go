@@ -83,9 +83,12 @@ type daemon struct {
 	addr string
 }
 
-func startDaemon(t *testing.T, dataDir, listen, smarthost string) *daemon {
+// startDaemon runs mtakitd without its HTTP API unless extra flags (which
+// win over earlier ones) give it an address.
+func startDaemon(t *testing.T, dataDir, listen, smarthost string, extra ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-listen", listen, "-data", dataDir, "-smarthost", smarthost, "-hostname", "mx.test", "-log-level", "warn")
+	args := append([]string{"-listen", listen, "-data", dataDir, "-smarthost", smarthost, "-hostname", "mx.test", "-log-level", "warn", "-http", ""}, extra...)
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "MTAKITD_MAIN=1")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
