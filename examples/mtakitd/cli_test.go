@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -225,5 +226,42 @@ func TestCLIUsageErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestLogHookFlag(t *testing.T) {
+	received := make(chan []byte, 16)
+	hookSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		received <- b
+	}))
+	defer hookSrv.Close()
+	sink, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	listen := freeAddr(t)
+	d := startDaemon(t, t.TempDir(), listen, sink.Addr(), "-log-hook", hookSrv.URL)
+	defer d.close()
+	send(t, listen, "r@dest.example")
+	seen := map[string]bool{}
+	timeout := time.After(10 * time.Second)
+	for !seen["Reception"] || !seen["Delivery"] {
+		select {
+		case b := <-received:
+			var recs []struct{ Type string }
+			if err := json.Unmarshal(b, &recs); err != nil {
+				t.Fatalf("hook body %q: %v", b, err)
+			}
+			for _, r := range recs {
+				seen[r.Type] = true
+			}
+		case <-timeout:
+			t.Fatalf("log hook received %v", seen)
+		}
+	}
+	if err := run([]string{"-log-hook", "ftp://x"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "-log-hook") {
+		t.Errorf("bad -log-hook URL: %v", err)
 	}
 }

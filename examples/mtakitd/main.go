@@ -70,6 +70,7 @@ type config struct {
 	dkimData  string
 	dkimKeys  string
 	dsn       bool
+	logHook   string
 	hold      bool
 	logLevel  slog.Level
 	shutdown  time.Duration
@@ -89,6 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
+	fs.StringVar(&c.logHook, "log-hook", "", "POST every log record, batched as JSON, to `URL` (durable queue under -data)")
 	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
 	// -hold is for benchmarks and tests: internal/cmd/mtabench measures
 	// memory per queued message and spool recovery time with it.
@@ -124,6 +126,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.policy != "" {
 		return nil, fmt.Errorf("-policy %s: Lua policies are not supported yet; run without -policy for the default policy", c.policy)
+	}
+	if c.logHook != "" && !validURL(c.logHook) {
+		return nil, fmt.Errorf("-log-hook %q: want an http or https URL", c.logHook)
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key must be given together")
@@ -200,6 +205,11 @@ func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, ad
 		return nil, nil, err
 	}
 	closers = append(closers, logSink)
+	sink, err := withLogHook(c, logSink, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers[:len(closers)-1], sink)
 
 	tlsCfg, err := tlsConfig(c)
 	if err != nil {
@@ -209,7 +219,7 @@ func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, ad
 		Hostname:   c.hostname,
 		DataSpool:  dataSpool,
 		MetaSpool:  metaSpool,
-		Log:        m.Sink(logSink),
+		Log:        m.Sink(sink),
 		LogHeaders: []string{"Subject", "Message-ID"},
 		Logger:     log,
 		Classifier: bounce.DefaultClassifier(),
