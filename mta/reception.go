@@ -180,6 +180,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 
 	metas := make([]*storedMeta, len(msgs))
 	errs := make([]error, len(msgs))
+	storeStart := time.Now()
 	var wg sync.WaitGroup
 	for i, m := range msgs {
 		metas[i] = &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
@@ -193,6 +194,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		s.log.Error("spool write failed; transaction refused", "err", err)
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
 	}
+	s.observeSpooled(time.Since(storeStart), len(msgs))
 
 	ids := make([]spool.ID, len(msgs))
 	now := time.Now()

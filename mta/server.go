@@ -143,8 +143,11 @@ type Server struct {
 	stopping chan struct{} // closed when delivery stops
 	workers  sync.WaitGroup
 
-	rules      queueRules // admin and automation suspensions and bounces
-	readyHolds readyHolds // admin ready-queue suspensions (readyhold.go)
+	rules queueRules // admin and automation suspensions and bounces
+
+	// Hooks for the operations surface (readyhold.go, observe.go).
+	readyHolds readyHolds               // admin ready-queue suspensions
+	observer   atomic.Pointer[Observer] // see SetObserver
 
 	readyMu      sync.Mutex
 	ready        map[string]*readyQueue

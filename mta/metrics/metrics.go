@@ -22,6 +22,8 @@
 //   - mtakit_ready_messages{queue}, mtakit_connections{queue}: messages
 //     waiting in, and delivery sessions of, each ready queue.
 //   - mtakit_delivery_latency_seconds: from creation to a Delivery record.
+//   - mtakit_spool_latency_seconds: storing a reception's messages durably
+//     (from the server's Observer hook).
 //   - mtakit_attempt_count: attempts a message took to its final record.
 //   - the Go runtime and process collectors (go_*, process_*).
 //
@@ -48,6 +50,7 @@ type Metrics struct {
 	messages *prometheus.CounterVec
 	latency  prometheus.Histogram
 	attempts prometheus.Histogram
+	spooled  prometheus.Histogram
 }
 
 // New returns Metrics with its own registry, including the Go runtime and
@@ -69,8 +72,13 @@ func New() *Metrics {
 			Help:    "Delivery attempts a message took until its Delivery, Bounce or Expiration record.",
 			Buckets: []float64{1, 2, 3, 5, 8, 13, 21},
 		}),
+		spooled: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mtakit_spool_latency_seconds",
+			Help:    "Time to make a reception's messages durable in the data and meta spools.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12), // 100µs .. ~6s
+		}),
 	}
-	m.reg.MustRegister(m.messages, m.latency, m.attempts,
+	m.reg.MustRegister(m.messages, m.latency, m.attempts, m.spooled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -123,11 +131,16 @@ func (m *Metrics) observe(rec *logs.Record) {
 	}
 }
 
-// Watch exports srv's queue sizes and connections, read at each scrape.
-// Call it once per Metrics.
+// Watch exports srv's queue sizes and connections, read at each scrape,
+// and installs m as its Observer for the spool latency. Call it once per
+// Metrics.
 func (m *Metrics) Watch(srv *mta.Server) {
 	m.reg.MustRegister(&queueCollector{srv: srv})
+	srv.SetObserver(m)
 }
+
+// Spooled implements mta.Observer.
+func (m *Metrics) Spooled(d time.Duration, _ int) { m.spooled.Observe(d.Seconds()) }
 
 var (
 	scheduledDesc   = prometheus.NewDesc("mtakit_scheduled_messages", "Messages in a scheduled queue.", []string{"queue"}, nil)

@@ -138,6 +138,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		{"mtakit_scheduled_messages", map[string]string{"queue": "one.test"}, 0},
 		{"mtakit_delivery_latency_seconds", nil, 2},
 		{"mtakit_attempt_count", nil, 3},
+		{"mtakit_spool_latency_seconds", nil, 4},
 	}
 	for _, c := range checks {
 		if got := value(fams, c.name, c.labels); got != c.want {
