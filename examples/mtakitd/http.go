@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/httpapi"
@@ -32,24 +28,9 @@ func serveHTTP(c *config, srv *mta.Server, m *metrics.Metrics, log *slog.Logger)
 	if tok := os.Getenv(tokenEnv); tok != "" {
 		cfg.Admin = httpapi.StaticCredentials("", "", tok)
 	}
-	api, err := httpapi.New(cfg)
+	l, err := httpapi.Listen(c.http, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	ln, err := net.Listen("tcp", c.http)
-	if err != nil {
-		return nil, nil, fmt.Errorf("HTTP listener: %w", err)
-	}
-	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP listener stopped", "addr", ln.Addr(), "err", err)
-		}
-	}()
-	stop := func(ctx context.Context) error {
-		err := hs.Shutdown(ctx)
-		api.Close()
-		return err
-	}
-	return ln.Addr(), stop, nil
+	return l.Addr(), l.Shutdown, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 
@@ -49,8 +50,7 @@ type Config struct {
 	Live func() error
 
 	// Hostname names this server in the Received header of injected
-	// messages; default the server's host name is not known here, so
-	// "localhost".
+	// messages; default os.Hostname().
 	Hostname string
 
 	// Logger receives request errors; nil means slog.Default().
@@ -115,7 +115,11 @@ func New(cfg Config) (*API, error) {
 		a.cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if a.cfg.Hostname == "" {
-		a.cfg.Hostname = "localhost"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			a.cfg.Hostname = h
+		} else {
+			a.cfg.Hostname = "localhost"
+		}
 	}
 	injectCreds := cfg.Inject
 	if injectCreds == nil {
