@@ -216,9 +216,11 @@ func cmdQueueSummary(args []string, stdout, stderr io.Writer) error {
 		if q.Suspended {
 			state = "suspended"
 		}
-		rows = append(rows, []string{q.Name, q.Pool, fmt.Sprint(q.Queued), fmt.Sprint(q.Connections), state})
+		pc := q.PathConfig
+		limits := fmt.Sprintf("conn=%d rate=%s tls=%s", pc.ConnectionLimit, orDash(pc.MaxMessageRate), pc.EnableTLS)
+		rows = append(rows, []string{q.Name, q.Pool, fmt.Sprint(q.Queued), fmt.Sprint(q.Connections), limits, state})
 	}
-	table(stdout, "READY QUEUE\tPOOL\tQUEUED\tCONNECTIONS\tSTATE", rows)
+	table(stdout, "READY QUEUE\tPOOL\tQUEUED\tCONNECTIONS\tPATH CONFIG\tSTATE", rows)
 	return nil
 }
 

@@ -169,6 +169,21 @@ type ReadyQueue struct {
 	Queued      int    `json:"queued"`
 	Connections int    `json:"connections"`
 	Suspended   bool   `json:"suspended,omitempty"`
+	// PathConfig holds the main egress path settings in force, named as
+	// in shaping.toml.
+	PathConfig PathSummary `json:"path_config"`
+}
+
+// PathSummary is the part of a ready queue's egress path configuration
+// an operator checks first.
+type PathSummary struct {
+	ConnectionLimit            int    `json:"connection_limit"`
+	MaxDeliveriesPerConnection int    `json:"max_deliveries_per_connection"`
+	MaxMessageRate             string `json:"max_message_rate,omitempty"`
+	MaxConnectionRate          string `json:"max_connection_rate,omitempty"`
+	EnableTLS                  string `json:"enable_tls"`
+	IdleTimeout                string `json:"idle_timeout"`
+	Suspended                  bool   `json:"suspended,omitempty"` // by shaping automation
 }
 
 // ruleDuration resolves a request's duration and expires fields.
@@ -422,7 +437,16 @@ func (a *API) queueSummary(w http.ResponseWriter, _ *http.Request) {
 		suspended[s.Name] = true
 	}
 	for _, rq := range a.srv.ReadyQueues() {
-		out.Ready = append(out.Ready, ReadyQueue{Name: rq.Name, Site: rq.Site, Source: rq.Source, Pool: rq.Pool, Queued: rq.Queued, Connections: rq.Connections, Suspended: suspended[rq.Name]})
+		pc := rq.PathConfig
+		out.Ready = append(out.Ready, ReadyQueue{
+			Name: rq.Name, Site: rq.Site, Source: rq.Source, Pool: rq.Pool, Queued: rq.Queued, Connections: rq.Connections,
+			Suspended: suspended[rq.Name] || pc.Suspended,
+			PathConfig: PathSummary{
+				ConnectionLimit: pc.ConnectionLimit, MaxDeliveriesPerConnection: pc.MaxDeliveriesPerConnection,
+				MaxMessageRate: pc.MaxMessageRate, MaxConnectionRate: pc.MaxConnectionRate,
+				EnableTLS: string(pc.EnableTLS), IdleTimeout: pc.IdleTimeout.String(), Suspended: pc.Suspended,
+			},
+		})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

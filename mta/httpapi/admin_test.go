@@ -265,3 +265,24 @@ func TestFormatDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestQueueSummaryShowsReadyQueueAndPathConfig(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	e.sink.MustAddFault(smtpsink.Fault{Stage: smtpsink.StageData, Delay: 500 * time.Millisecond, Times: 1})
+	e.inject(t, "slow@dest.test")
+	var sum httpapi.QueueSummary
+	waitFor(t, "a ready queue with a connection", func() bool {
+		e.call(t, "GET", "/api/admin/queue-summary/v1", nil, &sum)
+		return len(sum.Ready) == 1 && sum.Ready[0].Connections == 1
+	})
+	rq := sum.Ready[0]
+	if rq.Name != e.readyQueue || rq.Pool != "unspecified" || rq.Source != "unspecified" {
+		t.Errorf("ready queue %+v", rq)
+	}
+	if pc := rq.PathConfig; pc.ConnectionLimit != 32 || pc.EnableTLS != "Opportunistic" || pc.IdleTimeout != "200ms" || pc.MaxDeliveriesPerConnection != 1024 {
+		t.Errorf("path config %+v", pc)
+	}
+	if len(sum.Scheduled) != 1 || sum.Scheduled[0].Count != 1 {
+		t.Errorf("scheduled %+v", sum.Scheduled)
+	}
+}
