@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,6 +230,61 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// The webhook gets every record at least once although it is down while
+// mtakitd runs and mtakitd restarts before it comes back.
+func TestLogHookAcrossOutageAndRestart(t *testing.T) {
+	sink, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	hookAddr, listen, dataDir := freeAddr(t), freeAddr(t), t.TempDir()
+	hookURL := "http://" + hookAddr + "/hook"
+	d := startDaemon(t, dataDir, listen, sink.Addr(), "-log-hook", hookURL)
+	for i := range 3 {
+		send(t, listen, fmt.Sprintf("r%d@dest.example", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sink.WaitCount(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	d.close() // graceful restart while the receiver is still down
+
+	type key struct{ typ, id string }
+	var mu sync.Mutex
+	seen := map[key]bool{}
+	ln, err := net.Listen("tcp", hookAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var recs []struct{ Type, ID string }
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &recs); err != nil {
+			t.Errorf("hook body %q: %v", b, err)
+		}
+		mu.Lock()
+		for _, rec := range recs {
+			seen[key{rec.Type, rec.ID}] = true
+		}
+		mu.Unlock()
+	})}
+	go hookSrv.Serve(ln)
+	defer hookSrv.Close()
+	d = startDaemon(t, dataDir, listen, sink.Addr(), "-log-hook", hookURL)
+	defer d.close()
+	waitUntil(t, "3 Reception and 3 Delivery records at the webhook", 15*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := map[string]int{}
+		for k := range seen {
+			n[k.typ]++
+		}
+		return n["Reception"] == 3 && n["Delivery"] == 3
+	})
 }
 
 func TestLogHookFlag(t *testing.T) {
