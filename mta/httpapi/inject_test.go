@@ -261,3 +261,23 @@ func TestInjectSinkFault(t *testing.T) {
 	}
 	waitFor(t, "bounce record", func() bool { return len(e.log.ofType(logs.Bounce)) == 1 })
 }
+
+// A template that makes the engine panic (gonja divides by zero) fails
+// that recipient and leaves the server running.
+func TestInjectTemplatePanicIsARecipientFailure(t *testing.T) {
+	e := startEnv(t, envOpts{hold: true})
+	var resp httpapi.InjectResponse
+	body := map[string]any{"envelope_sender": "s@example.com", "content": "Subject: {{ n % 0 }}\n\nx",
+		"recipients": []map[string]any{{"email": "a@dest.test", "substitutions": map[string]any{"n": 1}}}}
+	if code := e.call(t, "POST", "/api/inject/v1", body, &resp); code != 200 || resp.FailCount != 1 || !strings.Contains(resp.Errors[0], "template") {
+		t.Fatalf("status %d %+v", code, resp)
+	}
+	body["deferred_generation"] = true
+	if code := e.call(t, "POST", "/api/inject/v1", body, &resp); code != 200 {
+		t.Fatalf("deferred: status %d", code)
+	}
+	e.api.Close() // waits for the deferred generation, which must not crash
+	if n := e.srv.QueuedCount(); n != 0 {
+		t.Errorf("%d queued", n)
+	}
+}

@@ -34,11 +34,27 @@ func compileTemplate(name, source, dialect string) (*template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	t.tpl, err = exec.NewTemplate("/"+name, config.New(), loader, gonja.DefaultEnvironment)
+	err = guard(func() error {
+		var perr error
+		t.tpl, perr = exec.NewTemplate("/"+name, config.New(), loader, gonja.DefaultEnvironment)
+		return perr
+	})
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
 	return t, nil
+}
+
+// guard runs f and turns a panic into an error: gonja panics on some
+// input (an integer division by zero in an expression, found by
+// FuzzPrepareAndBuild), and a request must not take the server down.
+func guard(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("template engine failed: %v", p)
+		}
+	}()
+	return f()
 }
 
 // render expands the template with vars.
@@ -49,7 +65,12 @@ func (t *template) render(vars map[string]any) (string, error) {
 	if t.tpl == nil {
 		return t.source, nil
 	}
-	out, err := t.tpl.ExecuteToString(exec.NewContext(vars))
+	var out string
+	err := guard(func() error {
+		var rerr error
+		out, rerr = t.tpl.ExecuteToString(exec.NewContext(vars))
+		return rerr
+	})
 	if err != nil {
 		return "", fmt.Errorf("expand template: %w", err)
 	}
