@@ -147,16 +147,14 @@ func prepareInjection(req *InjectRequest) (*injection, int, error) {
 	if req.EnvelopeSender == nil {
 		return bad("envelope_sender is required")
 	}
-	if *req.EnvelopeSender != "" {
-		if _, err := mail.ParseAddress(*req.EnvelopeSender); err != nil {
-			return bad("envelope_sender %q: %v", *req.EnvelopeSender, err)
-		}
+	if *req.EnvelopeSender != "" && !isAddrSpec(*req.EnvelopeSender) {
+		return bad("envelope_sender %q is not an email address", *req.EnvelopeSender)
 	}
 	if len(req.Recipients) == 0 {
 		return bad("recipients: at least one is required")
 	}
 	for i, rc := range req.Recipients {
-		if _, err := mail.ParseAddress(rc.Email); err != nil || !strings.Contains(rc.Email, "@") {
+		if !isAddrSpec(rc.Email) {
 			return bad("recipients[%d].email %q is not an email address", i, rc.Email)
 		}
 	}
@@ -252,6 +250,13 @@ func (a *API) injectOne(ctx context.Context, inj *injection, rc Recipient) error
 	}
 	_, err := a.srv.Inject(ctx, sub)
 	return err
+}
+
+// isAddrSpec reports whether s is a bare address local@domain: no
+// display name, angle brackets or surrounding space.
+func isAddrSpec(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Name == "" && a.Address == s && strings.Contains(s, "@")
 }
 
 // crlf returns text with every line ending in CRLF, ending in one.

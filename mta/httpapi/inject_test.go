@@ -190,6 +190,8 @@ func TestInjectRejectsBadRequests(t *testing.T) {
 		{"no sender", `{"content":"Subject: x\n\nx",` + good + `}`, 400, "envelope_sender"},
 		{"no recipients", `{"envelope_sender":"s@x.test","content":"x","recipients":[]}`, 400, "recipients"},
 		{"bad second recipient", `{"envelope_sender":"s@x.test","content":"x","recipients":[{"email":"a@dest.test"},{"email":"nope"}]}`, 400, "recipients[1]"},
+		{"recipient with display name", `{"envelope_sender":"s@x.test","content":"x","recipients":[{"email":"Bob <b@dest.test>"}]}`, 400, "recipients[0]"},
+		{"sender with brackets", `{"envelope_sender":"<s@x.test>","content":"x",` + good + `}`, 400, "envelope_sender"},
 		{"no content", `{"envelope_sender":"s@x.test",` + good + `}`, 400, "content is required"},
 		{"content number", `{"envelope_sender":"s@x.test","content":42,` + good + `}`, 400, "content must be"},
 		{"empty builder", `{"envelope_sender":"s@x.test","content":{"subject":"x"},` + good + `}`, 400, "text_body"},
@@ -270,6 +272,11 @@ func TestInjectTemplatePanicIsARecipientFailure(t *testing.T) {
 	body := map[string]any{"envelope_sender": "s@example.com", "content": "Subject: {{ n % 0 }}\n\nx",
 		"recipients": []map[string]any{{"email": "a@dest.test", "substitutions": map[string]any{"n": 1}}}}
 	if code := e.call(t, "POST", "/api/inject/v1", body, &resp); code != 200 || resp.FailCount != 1 || !strings.Contains(resp.Errors[0], "template") {
+		t.Fatalf("status %d %+v", code, resp)
+	}
+	body["content"] = "Subject: x\n\n{% for i in range(100000) %}{{ big }}{% endfor %}"
+	body["substitutions"] = map[string]any{"big": strings.Repeat("x", 100000)}
+	if code := e.call(t, "POST", "/api/inject/v1", body, &resp); code != 200 || resp.FailCount != 1 || !strings.Contains(resp.Errors[0], "64 MiB") {
 		t.Fatalf("status %d %+v", code, resp)
 	}
 	body["deferred_generation"] = true

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/nikolalohinski/gonja/v2"
@@ -65,14 +67,36 @@ func (t *template) render(vars map[string]any) (string, error) {
 	if t.tpl == nil {
 		return t.source, nil
 	}
-	var out string
-	err := guard(func() error {
-		var rerr error
-		out, rerr = t.tpl.ExecuteToString(exec.NewContext(vars))
-		return rerr
-	})
+	out := &limitedBuffer{max: maxRendered}
+	err := guard(func() error { return t.tpl.Execute(out, exec.NewContext(vars)) })
 	if err != nil {
 		return "", fmt.Errorf("expand template: %w", err)
 	}
-	return out, nil
+	return out.String(), nil
+}
+
+// maxRendered bounds what one template may expand to, so a loop in a
+// template cannot exhaust memory.
+const maxRendered = 64 << 20
+
+var errTooLarge = errors.New("template output exceeds 64 MiB")
+
+// limitedBuffer is a bytes.Buffer that refuses to grow past max.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, errTooLarge
+	}
+	return b.Buffer.Write(p)
+}
+
+func (b *limitedBuffer) WriteString(s string) (int, error) {
+	if b.Len()+len(s) > b.max {
+		return 0, errTooLarge
+	}
+	return b.Buffer.WriteString(s)
 }
