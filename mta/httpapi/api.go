@@ -39,7 +39,8 @@ type Config struct {
 	Inject *Credentials
 
 	// MaxBodyBytes bounds request bodies; larger ones get 413 and nothing
-	// is injected. 0 means DefaultMaxBodyBytes.
+	// is injected. A template may expand to twice this. 0 means
+	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 
 	// Metrics, if set, is served at /metrics (see package mta/metrics).

@@ -124,8 +124,8 @@ func textPart(ctype, body string) *part {
 // Layout: multipart/mixed of (multipart/related of (multipart/alternative
 // of text, AMP, HTML) and the inline attachments) and the other
 // attachments; levels with one member collapse.
-func (b *builder) build(vars map[string]any, rc Recipient, now time.Time) ([]byte, error) {
-	render := func(t *template) (string, error) { return t.render(vars) }
+func (b *builder) build(vars map[string]any, rc Recipient, now time.Time, limit int64) ([]byte, error) {
+	render := func(t *template) (string, error) { return t.render(vars, limit) }
 	var alts []*part
 	for _, alt := range []struct {
 		t     *template

@@ -42,12 +42,12 @@ func FuzzPrepareAndBuild(f *testing.F) {
 				vars[k] = v
 			}
 			if inj.build == nil {
-				if _, err := inj.raw.render(vars); err != nil {
+				if _, err := inj.raw.render(vars, 1<<20); err != nil {
 					continue
 				}
 				continue
 			}
-			data, err := inj.build.build(vars, rc, time.Unix(0, 0))
+			data, err := inj.build.build(vars, rc, time.Unix(0, 0), 1<<20)
 			if err != nil {
 				continue // a per-recipient failure, reported in the response
 			}

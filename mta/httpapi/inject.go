@@ -111,6 +111,7 @@ type injection struct {
 	build   *builder  // a message to build
 	peer    string
 	tracing bool
+	limit   int64 // bytes a template may expand to: 2 × MaxBodyBytes
 }
 
 func (a *API) inject(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +125,7 @@ func (a *API) inject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inj.peer = remoteIP(r)
+	inj.limit = 2 * a.cfg.MaxBodyBytes
 	if req.DeferredGeneration {
 		a.bg.Go(func() {
 			resp := a.generate(context.WithoutCancel(r.Context()), inj)
@@ -229,14 +231,14 @@ func (a *API) injectOne(ctx context.Context, inj *injection, rc Recipient) error
 	now := time.Now()
 	var data []byte
 	if inj.raw != nil {
-		text, err := inj.raw.render(vars)
+		text, err := inj.raw.render(vars, inj.limit)
 		if err != nil {
 			return err
 		}
 		data = crlf(text)
 	} else {
 		var err error
-		if data, err = inj.build.build(vars, rc, now); err != nil {
+		if data, err = inj.build.build(vars, rc, now, inj.limit); err != nil {
 			return err
 		}
 	}

@@ -59,15 +59,15 @@ func guard(f func() error) (err error) {
 	return f()
 }
 
-// render expands the template with vars.
-func (t *template) render(vars map[string]any) (string, error) {
+// render expands the template with vars into at most limit bytes.
+func (t *template) render(vars map[string]any, limit int64) (string, error) {
 	if t == nil {
 		return "", nil
 	}
 	if t.tpl == nil {
 		return t.source, nil
 	}
-	out := &limitedBuffer{max: maxRendered}
+	out := &limitedBuffer{max: int(limit)}
 	err := guard(func() error { return t.tpl.Execute(out, exec.NewContext(vars)) })
 	if err != nil {
 		return "", fmt.Errorf("expand template: %w", err)
@@ -75,11 +75,7 @@ func (t *template) render(vars map[string]any) (string, error) {
 	return out.String(), nil
 }
 
-// maxRendered bounds what one template may expand to, so a loop in a
-// template cannot exhaust memory.
-const maxRendered = 64 << 20
-
-var errTooLarge = errors.New("template output exceeds 64 MiB")
+var errTooLarge = errors.New("template output exceeds twice Config.MaxBodyBytes")
 
 // limitedBuffer is a bytes.Buffer that refuses to grow past max.
 type limitedBuffer struct {
