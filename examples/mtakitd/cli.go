@@ -78,6 +78,9 @@ func cliFlags(name string, stderr io.Writer) (*flag.FlagSet, *client) {
 	fs.SetOutput(stderr)
 	endpoint := os.Getenv("MTAKITD_ENDPOINT")
 	if endpoint == "" {
+		endpoint = os.Getenv("KUMO_KCLI_ENDPOINT") // kcli's variable
+	}
+	if endpoint == "" {
 		endpoint = "http://127.0.0.1:8000"
 	}
 	fs.StringVar(&c.base, "endpoint", endpoint, "`URL` of mtakitd's HTTP API ($MTAKITD_ENDPOINT)")

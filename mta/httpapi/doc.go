@@ -39,7 +39,11 @@
 // checked first, so such a request injects nothing. Failures of single
 // recipients after that (a template error at render time, a rejection
 // by policy) are reported in the response's fail_count,
-// failed_recipients and errors, as KumoMTA does.
+// failed_recipients and errors, as KumoMTA does. A template may expand
+// to at most twice MaxBodyBytes, and a panic inside the template engine
+// (gonja panics on an integer division by zero) is such a recipient
+// failure, never a crash. Rendering is not otherwise bounded in time, so
+// give inject credentials only to trusted clients.
 //
 // # Access control
 //
