@@ -37,14 +37,19 @@ func TestRebindFlushIsDurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := e.srv.InspectMessage(context.Background(), sid, false)
-	if err != nil || time.Until(info.Due) < 30*time.Minute || info.NumAttempts != 1 || info.Queue != "dest.test" {
-		t.Fatalf("before flush: %+v %v", info, err)
+	// The record is logged just before the retry is spooled and
+	// rescheduled.
+	var info *mta.MessageInfo
+	waitUntil(t, "the retry to be spooled", func() bool {
+		info, err = e.srv.InspectMessage(context.Background(), sid, false)
+		return err == nil && info.NumAttempts == 1
+	})
+	if time.Until(info.Due) < 30*time.Minute || info.Queue != "dest.test" {
+		t.Fatalf("before flush: %+v", info)
 	}
-
-	if n := e.srv.Rebind(mta.RebindRequest{Match: mta.QueueMatch{Domain: "dest.test"}, AlwaysFlush: true, Reason: "fixed"}); n != 1 {
-		t.Fatalf("Rebind flushed %d, want 1", n)
-	}
+	waitUntil(t, "Rebind to flush the message", func() bool {
+		return e.srv.Rebind(mta.RebindRequest{Match: mta.QueueMatch{Domain: "dest.test"}, AlwaysFlush: true, Reason: "fixed"}) == 1
+	})
 	info, err = e.srv.InspectMessage(context.Background(), sid, false)
 	if err != nil || time.Until(info.Due) > time.Second {
 		t.Fatalf("after flush the spooled due time is %v (%v)", info.Due, err)

@@ -141,10 +141,14 @@ func TestAdminRebindFlushAndInspect(t *testing.T) {
 	}
 	id := e.log.ofType(logs.TransientFailure)[0].ID
 
+	// The record is logged just before the new due time is spooled.
 	var ir httpapi.InspectResponse
-	if code := e.call(t, "GET", "/api/admin/inspect-message/v1?want_body=true&id="+id, nil, &ir); code != 200 {
-		t.Fatalf("inspect: %d", code)
-	}
+	waitFor(t, "the retry to be spooled", func() bool {
+		if code := e.call(t, "GET", "/api/admin/inspect-message/v1?want_body=true&id="+id, nil, &ir); code != 200 {
+			t.Fatalf("inspect: %d", code)
+		}
+		return ir.Message.NumAttempts == 1
+	})
 	if ir.ID != id || ir.Message.Sender != "s@example.com" || ir.Message.NumAttempts != 1 || ir.Message.Due == nil ||
 		time.Until(*ir.Message.Due) < 30*time.Minute || ir.Message.Data == nil || !strings.Contains(*ir.Message.Data, "admin test") {
 		t.Fatalf("inspect %+v", ir)
@@ -156,10 +160,14 @@ func TestAdminRebindFlushAndInspect(t *testing.T) {
 		t.Errorf("bad id: %d, want 400", code)
 	}
 
-	var rb httpapi.RebindResponse
-	if code := e.call(t, "POST", "/api/admin/rebind/v1", httpapi.RebindRequest{Domain: "dest.test", Reason: "route fixed", AlwaysFlush: true}, &rb); code != 200 || rb.Rebound != 1 {
-		t.Fatalf("rebind: %d %+v", code, rb)
-	}
+	// Rescheduling follows the spooling closely: flush until it is found.
+	waitFor(t, "rebind to flush the message", func() bool {
+		var rb httpapi.RebindResponse
+		if code := e.call(t, "POST", "/api/admin/rebind/v1", httpapi.RebindRequest{Domain: "dest.test", Reason: "route fixed", AlwaysFlush: true}, &rb); code != 200 || rb.Rebound > 1 {
+			t.Fatalf("rebind: %d %+v", code, rb)
+		}
+		return rb.Rebound == 1
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.sink.WaitCount(ctx, 1); err != nil {
