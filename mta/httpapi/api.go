@@ -163,6 +163,7 @@ func (a *API) Close() { a.bg.Wait() }
 func (a *API) guard(creds *Credentials, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.isTrusted(r) {
+			a.audit(r, "trusted host")
 			h(w, r)
 			return
 		}
@@ -191,11 +192,21 @@ func (a *API) guard(creds *Credentials, h http.HandlerFunc) http.Handler {
 			return
 		}
 		if !ok {
+			a.log.Warn("HTTP API request refused", "method", r.Method, "path", r.URL.Path, "client", remoteIP(r), "scheme", scheme)
 			writeError(w, http.StatusUnauthorized, "invalid credentials")
 			return
 		}
+		a.audit(r, scheme)
 		h(w, r)
 	})
+}
+
+// audit logs requests that change state (admin actions, injections) with
+// the client and how it was admitted.
+func (a *API) audit(r *http.Request, how string) {
+	if r.Method != http.MethodGet {
+		a.log.Info("HTTP API request", "method", r.Method, "path", r.URL.Path, "client", remoteIP(r), "auth", how)
+	}
 }
 
 func (a *API) isTrusted(r *http.Request) bool {
