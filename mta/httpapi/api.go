@@ -204,9 +204,14 @@ func (a *API) guard(creds *Credentials, h http.HandlerFunc) http.Handler {
 // audit logs requests that change state (admin actions, injections) with
 // the client and how it was admitted.
 func (a *API) audit(r *http.Request, how string) {
-	if r.Method != http.MethodGet {
-		a.log.Info("HTTP API request", "method", r.Method, "path", r.URL.Path, "client", remoteIP(r), "auth", how)
+	level := slog.LevelInfo
+	switch {
+	case r.Method == http.MethodGet:
+		return
+	case r.URL.Path == "/api/inject/v1":
+		level = slog.LevelDebug // one per injection: too many for Info
 	}
+	a.log.Log(r.Context(), level, "HTTP API request", "method", r.Method, "path", r.URL.Path, "client", remoteIP(r), "auth", how)
 }
 
 func (a *API) isTrusted(r *http.Request) bool {
