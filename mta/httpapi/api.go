@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/mtakit/mtakit/mta"
+	"github.com/mtakit/mtakit/spool"
 )
 
 // DefaultMaxBodyBytes bounds a request body when Config.MaxBodyBytes is 0.
@@ -42,6 +43,13 @@ type Config struct {
 	// is injected. A template may expand to twice this. 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+
+	// DeferredQueue, if set, keeps requests accepted with
+	// deferred_generation until their messages are spooled, so a crash in
+	// between does not lose them: New generates what it finds there (a
+	// request cut short is generated again from its start). nil keeps
+	// them in memory only. The API does not close it.
+	DeferredQueue spool.Spool
 
 	// Metrics, if set, is served at /metrics (see package mta/metrics).
 	Metrics http.Handler
@@ -146,6 +154,9 @@ func New(cfg Config) (*API, error) {
 		m.Handle("GET /metrics", a.guard(cfg.Admin, cfg.Metrics.ServeHTTP))
 	}
 	a.mux = m
+	if err := a.resumeDeferred(); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 

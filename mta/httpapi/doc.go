@@ -62,9 +62,11 @@
 //     identical in filters; {% include %} and {% extends %} cannot load
 //     anything.
 //   - deferred_generation answers 200 with success_count 0 after
-//     validation and generates in the background; the request itself is
-//     not spooled, so a crash before generation loses it. deferred_spool
-//     is accepted and ignored: mtakit always spools before answering.
+//     validation and generates in the background. The request is kept in
+//     Config.DeferredQueue when one is set (KumoMTA queues it to
+//     generator.kumomta.internal), otherwise only in memory.
+//     deferred_spool is accepted and ignored: mtakit always spools before
+//     answering.
 //   - trace_headers: only received_header applies (a Received header "from
 //     CLIENT-IP by HOSTNAME with HTTP"); the supplemental header options
 //     are accepted and not applied.

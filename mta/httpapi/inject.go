@@ -32,8 +32,9 @@ type InjectRequest struct {
 	// TemplateDialect is "Jinja" (the default) or "Static" (no
 	// templating).
 	TemplateDialect string `json:"template_dialect,omitempty"`
-	// DeferredGeneration answers at once, after validating the request
-	// and compiling its templates, and generates the messages afterwards.
+	// DeferredGeneration answers at once, after validating the request,
+	// compiling its templates and storing it in Config.DeferredQueue, and
+	// generates the messages afterwards.
 	DeferredGeneration bool `json:"deferred_generation,omitempty"`
 	// DeferredSpool is accepted for compatibility; mtakit always spools
 	// before answering.
@@ -127,12 +128,10 @@ func (a *API) inject(w http.ResponseWriter, r *http.Request) {
 	inj.peer = remoteIP(r)
 	inj.limit = 2 * a.cfg.MaxBodyBytes
 	if req.DeferredGeneration {
-		a.bg.Go(func() {
-			resp := a.generate(context.WithoutCancel(r.Context()), inj)
-			if resp.FailCount > 0 {
-				a.log.Error("deferred injection failed for some recipients", "failed", resp.FailedRecipients, "errors", resp.Errors)
-			}
-		})
+		if err := a.deferGeneration(r.Context(), &req, inj); err != nil {
+			writeError(w, http.StatusInternalServerError, "%v", err)
+			return
+		}
 		writeJSON(w, http.StatusOK, InjectResponse{FailedRecipients: []string{}, Errors: []string{}})
 		return
 	}

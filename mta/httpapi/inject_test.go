@@ -17,6 +17,7 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/httpapi"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/spool"
 )
 
 func TestInjectRawTemplatedPerRecipient(t *testing.T) {
@@ -286,5 +287,56 @@ func TestInjectTemplatePanicIsARecipientFailure(t *testing.T) {
 	e.api.Close() // waits for the deferred generation, which must not crash
 	if n := e.srv.QueuedCount(); n != 0 {
 		t.Errorf("%d queued", n)
+	}
+}
+
+func countEntries(t *testing.T, q spool.Spool) int {
+	t.Helper()
+	n := 0
+	if err := q.Enumerate(context.Background(), func(spool.ID, []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A deferred request is kept in the deferred queue until generated, and
+// one left there by a previous run is generated at start.
+func TestDeferredQueue(t *testing.T) {
+	q := spool.NewMemory()
+	left := `{"peer":"192.0.2.1","request":{"envelope_sender":"s@example.com","content":"Subject: {{ n }}\n\nx","recipients":[{"email":"a@dest.test","substitutions":{"n":"left over"}},{"email":"b@dest.test"}]}}`
+	if err := q.Store(context.Background(), spool.NewID(), []byte(left)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Store(context.Background(), spool.NewID(), []byte(`{"request":{"recipients":[]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOpts{hold: true, cfg: func(c *httpapi.Config) { c.DeferredQueue = q }})
+	waitFor(t, "left-over request generated", func() bool { return e.srv.QueuedCount() == 2 })
+	waitFor(t, "deferred queue emptied", func() bool { return countEntries(t, q) == 0 })
+
+	body := map[string]any{"envelope_sender": "s@example.com", "content": "Subject: x\n\nx", "deferred_generation": true,
+		"recipients": []map[string]any{{"email": "c@dest.test"}}}
+	var resp httpapi.InjectResponse
+	if code := e.call(t, "POST", "/api/inject/v1", body, &resp); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	waitFor(t, "deferred request generated", func() bool { return e.srv.QueuedCount() == 3 })
+	e.api.Close()
+	if n := countEntries(t, q); n != 0 {
+		t.Errorf("%d requests left in the deferred queue", n)
+	}
+	ids := e.srv.QueuedIDs("dest.test")
+	found := false
+	for _, id := range ids {
+		info, err := e.srv.InspectMessage(context.Background(), id, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(info.Data), "Subject: left over") && strings.Contains(string(info.Data), "from 192.0.2.1") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("left-over request not generated with its substitutions and peer")
 	}
 }
