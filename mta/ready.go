@@ -101,6 +101,9 @@ type readyQueue struct {
 // needed and updating its opener and path config (the newest resolution
 // wins: MX sets and shaping change).
 func (s *Server) enqueueReady(name, site string, source egress.EgressSource, pool string, opener sessionOpener, cfg shaping.PathConfig, m *queuedMessage) {
+	if s.heldByReadyQueue(name, m) { // admin suspend-ready-q, readyhold.go
+		return
+	}
 	s.readyMu.Lock()
 	rq := s.ready[name]
 	if rq == nil {
@@ -465,6 +468,9 @@ type ReadyQueueInfo struct {
 	Pool        string
 	Queued      int // messages waiting for a connection
 	Connections int // delivery workers (open or opening sessions)
+	// PathConfig is the egress path configuration in force for the
+	// queue (from the Shaper at the last routing decision).
+	PathConfig shaping.PathConfig
 }
 
 // ReadyQueues lists the ready queues that exist now. A ready queue exists
@@ -475,7 +481,7 @@ func (s *Server) ReadyQueues() []ReadyQueueInfo {
 	out := make([]ReadyQueueInfo, 0, len(s.ready))
 	for _, rq := range s.ready {
 		rq.mu.Lock()
-		out = append(out, ReadyQueueInfo{Name: rq.name, Site: rq.site, Source: rq.source.Name(), Pool: rq.pool, Queued: len(rq.msgs), Connections: rq.workers})
+		out = append(out, ReadyQueueInfo{Name: rq.name, Site: rq.site, Source: rq.source.Name(), Pool: rq.pool, Queued: len(rq.msgs), Connections: rq.workers, PathConfig: rq.cfg})
 		rq.mu.Unlock()
 	}
 	slices.SortFunc(out, func(a, b ReadyQueueInfo) int { return strings.Compare(a.Name, b.Name) })

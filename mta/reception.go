@@ -190,6 +190,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		size int
 	}
 	out := make([]stored, 0, len(r.batches))
+	storeStart := time.Now() // preparing and storing overlap: both are timed
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -233,6 +234,7 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		s.log.Error("spool write failed; transaction refused", "err", storeErr)
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
 	}
+	s.observeSpooled(time.Since(storeStart), len(out))
 
 	ids := make([]spool.ID, len(out))
 	now := time.Now()

@@ -173,6 +173,10 @@ type Server struct {
 	space  *spaceGuard      // refuses mail while the spools' disk is full
 	budget *listener.Budget // reception memory, shared by the listeners
 
+	// Hooks for the operations surface (readyhold.go, observe.go).
+	readyHolds readyHolds               // admin ready-queue suspensions
+	observer   atomic.Pointer[Observer] // see SetObserver
+
 	readyMu      sync.Mutex
 	ready        map[string]*readyQueue
 	stallTimeout time.Duration

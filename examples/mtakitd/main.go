@@ -2,12 +2,21 @@
 //
 // With no flags it runs the default policy: ESMTP on 127.0.0.1:2525,
 // relaying for loopback clients, a durable badger spool and
-// KumoMTA-format logs under ./mtakit-data, and a self-signed certificate
-// for STARTTLS generated on first start.
+// KumoMTA-format logs under ./mtakit-data (flushed every second, so
+// records are readable at once), a self-signed certificate for STARTTLS
+// generated on first start, and the HTTP API (inject, admin, /metrics) on
+// 127.0.0.1:8000.
 //
 //	go run ./examples/mtakitd
 //	go run ./examples/mtakitd -listen 127.0.0.1:2525 -data /var/spool/mtakit
 //	go run ./examples/mtakitd dkim-keygen -domain example.com -selector s1
+//	go run ./examples/mtakitd queue-summary
+//	go run ./examples/mtakitd logs -f
+//
+// The subcommands queue-summary, bounce, suspend, rebind, flush,
+// inspect-message and their -list/-cancel forms call the HTTP API of a
+// running mtakitd like KumoMTA's kcli (see cli.go); logs prints and
+// follows a log directory like KumoMTA's tailer.
 //
 // SIGINT or SIGTERM shuts it down gracefully: no new connections, running
 // transactions finish, queued mail stays in the spool for the next start.
@@ -36,6 +45,7 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/mta/metrics"
 	"github.com/mtakit/mtakit/shaping"
 	"github.com/mtakit/mtakit/spool/badgerspool"
 )
@@ -61,6 +71,7 @@ type config struct {
 	dkimData  string
 	dkimKeys  string
 	dsn       bool
+	logHook   string
 	hold      bool
 	logLevel  slog.Level
 	shutdown  time.Duration
@@ -71,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("mtakitd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:2525", "ESMTP listen `address`")
-	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (reserved: the HTTP API is not built yet)")
+	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (inject, admin, /metrics; \"\" disables); clients off loopback need $"+tokenEnv)
 	fs.StringVar(&c.dataDir, "data", "mtakit-data", "`directory` for the spool, logs and generated TLS certificate")
 	fs.StringVar(&c.smarthost, "smarthost", "", "route all outbound mail to `host:port`")
 	c.sh.register(fs)
@@ -81,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
+	fs.StringVar(&c.logHook, "log-hook", "", "POST every log record, batched as JSON, to `URL` (durable queue under -data)")
 	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
 	// -hold is for benchmarks and tests: internal/cmd/mtabench measures
 	// memory per queued message and spool recovery time with it.
@@ -90,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, cliUsage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -101,6 +114,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
 	for name, v := range map[string]string{"-listen": c.listen, "-http": c.http} {
+		if name == "-http" && v == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			return nil, fmt.Errorf("%s %q: want host:port: %w", name, v, err)
 		}
@@ -116,6 +132,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.policy != "" {
 		return nil, fmt.Errorf("-policy %s: Lua policies are not supported yet; run without -policy for the default policy", c.policy)
 	}
+	if c.logHook != "" && !validURL(c.logHook) {
+		return nil, fmt.Errorf("-log-hook %q: want an http or https URL", c.logHook)
+	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key must be given together")
 	}
@@ -129,6 +148,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "dkim-keygen" {
 		return runDKIMKeygen(args[1:], stdout)
 	}
+	if cmd := cliCommand(firstArg(args)); cmd != nil {
+		if err := cmd(args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return nil
+	}
 	c, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -140,22 +165,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, addr, err := start(c, log)
+	m := metrics.New()
+	srv, addr, err := start(c, log, m)
 	if err != nil {
 		return err
 	}
-	log.Info("mtakitd ready", "smtp", addr, "data", c.dataDir)
+	httpAddr, stopHTTP, err := serveHTTP(c, srv, m, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	log.Info("mtakitd ready", "smtp", addr, "http", httpAddr, "data", c.dataDir)
 	<-ctx.Done()
 	stop()
 	log.Info("shutting down", "timeout", c.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdown)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	return errors.Join(stopHTTP(sctx), srv.Shutdown(sctx))
 }
 
 // start opens the spools and logs, builds the server and binds its
 // listener. On error everything opened so far is closed again.
-func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err error) {
+func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, addr net.Addr, err error) {
 	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -174,11 +205,16 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		return nil, nil, err
 	}
 	closers = append(closers, dataSpool, metaSpool)
-	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, Logger: log})
+	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, FlushInterval: time.Second, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, logSink)
+	sink, err := withLogHook(c, logSink, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers[:len(closers)-1], sink)
 
 	tlsCfg, err := tlsConfig(c)
 	if err != nil {
@@ -188,7 +224,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		Hostname:   c.hostname,
 		DataSpool:  dataSpool,
 		MetaSpool:  metaSpool,
-		Log:        logSink,
+		Log:        m.Sink(sink),
 		LogHeaders: []string{"Subject", "Message-ID"},
 		Logger:     log,
 		Classifier: bounce.DefaultClassifier(),
@@ -217,6 +253,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 	if err != nil {
 		return nil, nil, err
 	}
+	m.Watch(srv)
 	// From here the server owns the spools and the log.
 	closers = []io.Closer{srv}
 	addr, err = srv.ListenSMTP(listener.Config{Addr: c.listen, TLS: tlsCfg})

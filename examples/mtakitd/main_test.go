@@ -87,9 +87,11 @@ type daemon struct {
 	addr string
 }
 
+// startDaemon runs mtakitd without its HTTP API unless extra flags (which
+// win over earlier ones) give it an address.
 func startDaemon(t *testing.T, dataDir, listen, smarthost string, extra ...string) *daemon {
 	t.Helper()
-	args := append([]string{"-listen", listen, "-data", dataDir, "-smarthost", smarthost, "-hostname", "mx.test", "-log-level", "warn"}, extra...)
+	args := append([]string{"-listen", listen, "-data", dataDir, "-smarthost", smarthost, "-hostname", "mx.test", "-log-level", "warn", "-http", ""}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "MTAKITD_MAIN=1")
 	stderr, _ := cmd.StderrPipe()

@@ -65,6 +65,9 @@ func TestManyRecipientsBoundedMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 1 GiB to the spool")
 	}
+	if raceEnabled {
+		t.Skip("the race detector multiplies memory use; .ci/run runs this test without -race")
+	}
 	listen := freeAddr(t)
 	d := startDaemon(t, t.TempDir(), listen, "127.0.0.1:9", "-hold")
 	defer d.close()

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/mtakit/mtakit/internal/smtpsink"
 	"github.com/mtakit/mtakit/listener"
+	"github.com/mtakit/mtakit/mta/metrics"
 )
 
 // TestSmarthostTLS: a smart host with a self-signed certificate takes
@@ -70,7 +71,7 @@ func TestSmarthostTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv, addr, err := start(c, slog.New(slog.DiscardHandler))
+			srv, addr, err := start(c, slog.New(slog.DiscardHandler), metrics.New())
 			if err != nil {
 				t.Fatal(err)
 			}
