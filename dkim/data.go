@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mtakit/mtakit/internal/kumoconf"
 )
 
 // DefaultKeyDir is where KumoMTA's dkim_sign helper looks for keys:
@@ -165,10 +167,10 @@ func (c *Config) MergeTOML(name string, data []byte) error {
 			continue
 		}
 		reported = append(reported, k)
-		errs = append(errs, tomlError(name, doc, k, "unknown key %s", formatKey(k)))
+		errs = append(errs, kumoconf.KeyError(name, doc, k, "unknown key %s", kumoconf.FormatKey(k)))
 	}
 	fail := func(key toml.Key, err error) {
-		errs = append(errs, tomlError(name, doc, key, "%s: %v", formatKey(key), err))
+		errs = append(errs, kumoconf.KeyError(name, doc, key, "%s: %v", kumoconf.FormatKey(key), err))
 	}
 
 	if b := fc.Base; b != nil {

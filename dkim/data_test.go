@@ -523,21 +523,6 @@ func TestNewDataFromGo(t *testing.T) {
 	}
 }
 
-func TestTOMLKeyLine(t *testing.T) {
-	doc := "a = 1\n\n[t]\nb = 2\n[t.\"x.y\"]\nc = 3\n[u]\nd.e = 4\n"
-	for _, c := range []struct {
-		key  []string
-		line int
-	}{
-		{[]string{"a"}, 1}, {[]string{"t"}, 3}, {[]string{"t", "b"}, 4}, {[]string{"t", "x.y"}, 5},
-		{[]string{"t", "x.y", "c"}, 6}, {[]string{"u", "d", "e"}, 8}, {[]string{"missing"}, 0}, {[]string{"a,b"}, 0},
-	} {
-		if got := tomlKeyLine(doc, c.key); got != c.line {
-			t.Errorf("tomlKeyLine(%q) = %d, want %d", c.key, got, c.line)
-		}
-	}
-}
-
 func TestDataConcurrentSign(t *testing.T) {
 	keys := newKeyTree(t)
 	keys.add("example.com", "s1", KeyTypeEd25519)

@@ -76,6 +76,31 @@ type DialOptions struct {
 	// host under its own name. InsecureSkipVerify is set for the Insecure
 	// TLS modes.
 	TLSConfig *tls.Config
+	// Domain is the routing domain whose MX records (or implicit MX) gave
+	// Hosts: the MTA-STS policy domain. Leave it empty when Hosts did not
+	// come from the domain's DNS (mx_list, smart hosts, address literals):
+	// then no MTA-STS policy applies, as in KumoMTA.
+	Domain string
+	// MTASTS supplies MTA-STS policies when Config.EnableMTASTS is set
+	// (as in shaping.Default; a PathConfig literal leaves it off); nil
+	// disables MTA-STS (the zero DialOptions does no policy lookups).
+	// *MTASTS implements it.
+	MTASTS MTASTSSource
+	// DANE looks up TLSA records when Config.EnableDANE is set; nil
+	// disables DANE. *Resolver implements it (with
+	// ResolverOptions.TrustAD, else nothing is ever secure).
+	DANE TLSAResolver
+	// MXSecure reports that Hosts were selected securely: from a
+	// DNSSEC-validated MX answer (MXPlan.Secure), or from an mx_list the
+	// operator trusts (KumoMTA's treat_mx_list_as_secure). DANE applies
+	// only to hosts of a secure selection whose addresses are secure too
+	// (MXHost.Secure).
+	MXSecure bool
+	// BrokenTLS, with the path's remember_broken_tls, remembers under Site
+	// that a STARTTLS handshake failed, and skips TLS for the site in the
+	// Opportunistic modes meanwhile (KumoMTA keys it by ready queue
+	// name). Nil remembers nothing.
+	BrokenTLS *BrokenTLS
 	// Site names the destination (ready queue name or site name) in the
 	// text of synthesized failure responses; optional.
 	Site string
@@ -114,6 +139,16 @@ type ConnInfo struct {
 	// TLS describes the STARTTLS session; nil when the connection is in
 	// clear text.
 	TLS *TLSInfo
+	// MTASTS is the mode of the MTA-STS policy applied to the connection;
+	// "" when none was (DANE takes precedence when it found usable
+	// records).
+	MTASTS MTASTSMode
+	// DANE is the DANE outcome for the host (DANEOK, DANEUnusable,
+	// DANENotApplicable, DANEInsecureChain); "" when DANE is off.
+	DANE string
+	// AuthMechanism is the SASL mechanism the session authenticated with
+	// ("PLAIN", "LOGIN"); "" when it did not authenticate.
+	AuthMechanism string
 }
 
 // TLSInfo describes a STARTTLS session with KumoMTA's log record names.
@@ -128,15 +163,19 @@ type TLSInfo struct {
 	// "CN=mx.example.com"-style entries (tls_peer_subject_name).
 	PeerSubjectName []string
 	// Verified reports that the certificate chain and host name were
-	// verified (false in the Insecure modes).
+	// verified (false in the Insecure modes), or that the certificate
+	// matched the host's DANE TLSA records.
 	Verified bool
+	// DANE reports that the certificate was authenticated by DANE TLSA
+	// records instead of the PKIX roots.
+	DANE bool
 	// State is the full connection state.
 	State tls.ConnectionState
 }
 
 // timeouts are the effective per-phase timeouts of a connection.
 type timeouts struct {
-	connect, banner, ehlo, startTLS       time.Duration
+	connect, banner, ehlo, startTLS, auth time.Duration
 	mailFrom, rcptTo, data, dataDot, rset time.Duration
 }
 
@@ -153,6 +192,7 @@ func resolveTimeouts(cfg *shaping.PathConfig, rset time.Duration) timeouts {
 		banner:   pick(cfg.BannerTimeout, def.BannerTimeout),
 		ehlo:     pick(cfg.EHLOTimeout, def.EHLOTimeout),
 		startTLS: pick(cfg.StartTLSTimeout, def.StartTLSTimeout),
+		auth:     pick(cfg.AuthTimeout, def.AuthTimeout),
 		mailFrom: pick(cfg.MailFromTimeout, def.MailFromTimeout),
 		rcptTo:   pick(cfg.RcptToTimeout, def.RcptToTimeout),
 		data:     pick(cfg.DataTimeout, def.DataTimeout),
@@ -175,6 +215,9 @@ type dialer struct {
 	opts     DialOptions
 	source   EgressSource
 	mode     shaping.TLSMode
+	tlsCfg   *tls.Config
+	sts      *MTASTSPolicy // the MTA-STS policy in force, if any
+	dane     map[string]daneState
 	port     int
 	ehlo     string
 	tmo      timeouts
@@ -187,8 +230,9 @@ type dialer struct {
 }
 
 type candidate struct {
-	host string
-	addr netip.Addr
+	host   string
+	addr   netip.Addr
+	secure bool // MXHost.Secure
 }
 
 // failure kinds, for KumoMTA's summary of why every candidate failed.
@@ -204,6 +248,8 @@ type attemptError struct {
 	kind failKind
 	text string
 	err  error
+	// tlsFailed: the TLS handshake, or the EHLO after it, failed.
+	tlsFailed bool
 }
 
 // Dial connects to the first usable address of opts.Hosts: it tries each
@@ -227,6 +273,9 @@ func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.applyMTASTS(ctx); err != nil {
+		return nil, err
+	}
 	cands, rerr := d.candidates()
 	if rerr != nil {
 		return nil, rerr
@@ -240,7 +289,18 @@ func Dial(ctx context.Context, opts DialOptions) (*Conn, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		c, aerr := d.attempt(ctx, cand)
+		c, aerr := d.attempt(ctx, cand, false)
+		if eff := d.hostMode(d.dane[cand.host]); aerr != nil && aerr.tlsFailed &&
+			d.opts.Config.OpportunisticTLSReconnectOnFailedHandshake &&
+			(eff == shaping.Opportunistic || eff == shaping.OpportunisticInsecure) && ctx.Err() == nil {
+			d.log.Debug("egress: STARTTLS failed; reconnecting in clear text", "host", cand.host,
+				"addr", cand.addr.String(), "error", aerr.text)
+			texts = append(texts, "TLS handshake failed: "+aerr.text+", will re-connect in the clear because "+
+				"opportunistic_tls_reconnect_on_failed_handshake=true")
+			kinds = append(kinds, aerr.kind)
+			errs = append(errs, aerr.err)
+			c, aerr = d.attempt(ctx, cand, true)
+		}
 		if aerr == nil {
 			return c, nil
 		}
@@ -331,6 +391,11 @@ func newDialer(opts DialOptions) (*dialer, error) {
 		return nil, bad("EHLO name: %v", err)
 	}
 	d.tmo = resolveTimeouts(cfg, opts.RSETTimeout)
+	tc, err := clientTLSConfig(opts.TLSConfig, cfg)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	d.tlsCfg = tc
 	d.prohibit = cfg.ProhibitedHosts
 	if d.prohibit == nil {
 		d.prohibit = shaping.Default().ProhibitedHosts
@@ -350,7 +415,7 @@ func (d *dialer) candidates() ([]candidate, error) {
 	var hostErrs []error
 	for _, h := range d.opts.Hosts {
 		for _, a := range h.Addrs {
-			all = append(all, candidate{host: h.Name, addr: a.Unmap()})
+			all = append(all, candidate{host: h.Name, addr: a.Unmap(), secure: h.Secure})
 		}
 		if len(h.Addrs) == 0 && h.Err != nil {
 			hostErrs = append(hostErrs, h.Err)
@@ -405,11 +470,23 @@ func prefixList(ps []netip.Prefix) string {
 
 // attempt connects to one candidate and brings the session up to the point
 // where mail transactions can start.
-func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptError) {
+func (d *dialer) attempt(ctx context.Context, cand candidate, clear bool) (*Conn, *attemptError) {
 	ap := netip.AddrPortFrom(cand.addr, uint16(d.port))
 	label := cand.host + "/" + ap.String()
 	fail := func(kind failKind, err error, format string, args ...any) *attemptError {
 		return &attemptError{kind: kind, text: fmt.Sprintf(format, args...), err: err}
+	}
+
+	dane, ok := d.dane[cand.host]
+	if !ok {
+		var err error
+		if dane, err = d.daneFor(ctx, cand.host, cand.secure); err != nil {
+			return nil, fail(failOther, err, "%v", err)
+		}
+		if d.dane == nil {
+			d.dane = map[string]daneState{}
+		}
+		d.dane[cand.host] = dane
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, d.tmo.connect)
@@ -438,6 +515,8 @@ func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptEr
 		br:            bufio.NewReaderSize(nc, readBufferSize),
 		bw:            bufio.NewWriterSize(nc, 4096),
 		info: ConnInfo{
+			MTASTS:    d.stsModeWith(dane),
+			DANE:      dane.result,
 			Source:    d.source.Name(),
 			Host:      cand.host,
 			Addr:      ap,
@@ -471,36 +550,60 @@ func (d *dialer) attempt(ctx context.Context, cand candidate) (*Conn, *attemptEr
 		return closeWith(failOther, err, "%s: EHLO after banner: %v", label, err)
 	}
 
+	mode := d.hostMode(dane)
+	if clear {
+		mode = shaping.Disabled
+	}
 	_, offered := c.ext["STARTTLS"]
 	var useTLS, verify bool
-	switch d.mode {
+	switch mode {
 	case shaping.Disabled:
 	case shaping.Required, shaping.RequiredInsecure:
 		if !offered {
 			return closeWith(failOther, errors.New("STARTTLS not advertised"),
-				"tls policy is %s but STARTTLS is not advertised by %s", d.mode, label)
+				"tls policy is %s but STARTTLS is not advertised by %s", mode, label)
 		}
-		useTLS, verify = true, d.mode == shaping.Required
+		useTLS, verify = true, mode == shaping.Required
 	case shaping.Opportunistic, shaping.OpportunisticInsecure:
-		useTLS, verify = offered, d.mode == shaping.Opportunistic
-	}
-	if !useTLS {
-		return d.established(ctx, c, stop)
-	}
-
-	if err := c.startTLS(cand.host, d.opts.TLSConfig, verify); err != nil {
-		if d.mode == shaping.OpportunisticInsecure {
-			return closeWith(failInsecureTLS, err,
-				"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
+		useTLS, verify = offered, mode == shaping.Opportunistic
+		if useTLS && d.opts.BrokenTLS.Broken(d.opts.Site) {
+			d.log.Debug("egress: not using STARTTLS: remembered as broken", "site", d.opts.Site, "host", cand.host)
+			useTLS = false
 		}
-		return closeWith(failOther, err, "TLS handshake with %s failed: %v", label, err)
 	}
-	if err := c.hello(d.ehlo); err != nil {
-		if d.mode == shaping.OpportunisticInsecure {
-			return closeWith(failInsecureTLS, err,
-				"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)
+	if useTLS {
+		// tlsFailure fails the attempt after a broken handshake, or a broken
+		// session after it: the site's TLS is remembered as broken, and the
+		// caller may reconnect in clear text.
+		tlsFailure := func(kind failKind, err error, format string, args ...any) (*Conn, *attemptError) {
+			d.opts.BrokenTLS.Remember(d.opts.Site, d.opts.Config.RememberBrokenTLS)
+			_, aerr := closeWith(kind, err, format, args...)
+			aerr.tlsFailed = true
+			return nil, aerr
 		}
-		return closeWith(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
+		if err := c.startTLS(cand.host, d.tlsCfg, verify, dane.tlsa); err != nil {
+			var re *rejectedError
+			switch {
+			case errors.As(err, &re): // STARTTLS refused: no handshake took place
+				return closeWith(failOther, err, "TLS handshake with %s failed: %v", label, err)
+			case mode == shaping.OpportunisticInsecure:
+				return tlsFailure(failInsecureTLS, err,
+					"%s: OpportunisticInsecure STARTTLS handshake status: failed: %v", label, err)
+			}
+			return tlsFailure(failOther, err, "TLS handshake with %s failed: %v", label, err)
+		}
+		if err := c.hello(d.ehlo); err != nil {
+			if mode == shaping.OpportunisticInsecure {
+				return tlsFailure(failInsecureTLS, err,
+					"%s: EHLO after OpportunisticInsecure STARTTLS handshake status: OK: %v", label, err)
+			}
+			return tlsFailure(failOther, err, "%s: EHLO after STARTTLS: %v", label, err)
+		}
+	}
+	if d.opts.Config.SMTPAuthPlainUsername != "" {
+		if err := c.authenticate(&d.opts.Config, label); err != nil {
+			return closeWith(failOther, err, "%v", err)
+		}
 	}
 	return d.established(ctx, c, stop)
 }

@@ -8,9 +8,10 @@
 //
 // # MX resolution
 //
-// Resolver (resolver.go, mx.go) looks up MX, A and AAAA records with
-// github.com/miekg/dns against configured recursive resolvers (default: the
-// nameservers of /etc/resolv.conf). Decisions:
+// Resolver (resolver.go, mx.go) looks up MX, A and AAAA records (and TXT
+// for MTA-STS, TLSA for DANE) with github.com/miekg/dns against configured
+// recursive resolvers (default: the nameservers of /etc/resolv.conf).
+// Decisions:
 //
 //   - Queries advertise an EDNS0 buffer of 1232 bytes and are repeated over
 //     TCP when the UDP answer is truncated; a FORMERR to the EDNS0 query is
@@ -136,15 +137,25 @@
 //     remote_port, else smtp_port.
 //   - TLS follows enable_tls as KumoMTA: STARTTLS is used when offered
 //     (Opportunistic, OpportunisticInsecure) or required (Required,
-//     RequiredInsecure: its absence fails the host); the Insecure modes do
-//     not verify the certificate, the others verify it against the MX host
-//     name. A failed handshake fails the host (transiently, like every
-//     connection failure); the session is not continued in clear text.
-//     remember_broken_tls and opportunistic_tls_reconnect_on_failed_handshake
-//     are left to the caller. Data sent by the peer together with its 220
-//     to STARTTLS fails the host (no response injection). TLS version and
-//     cipher are reported with rustls's names ("TLSv1_3",
-//     "TLS13_AES_128_GCM_SHA256") for tls_protocol_version and tls_cipher.
+//     RequiredInsecure: its absence fails the host with "tls policy is
+//     Required but STARTTLS is not advertised by ..."); the Insecure modes
+//     do not verify the certificate, the others verify it against the MX
+//     host name. A failed handshake fails the host (transiently, like
+//     every connection failure); the session is never continued in clear
+//     text. With opportunistic_tls_reconnect_on_failed_handshake an
+//     Opportunistic mode reconnects to the same address in clear text
+//     (never when MTA-STS or DANE made TLS Required). KumoMTA continues an
+//     OpportunisticInsecure session whose handshake failed with a second
+//     EHLO on the same connection, which fails in practice; mtakit fails
+//     the host at once with KumoMTA's text for that case.
+//     With remember_broken_tls and a shared DialOptions.BrokenTLS, a
+//     failed handshake is remembered for the site and the Opportunistic
+//     modes skip STARTTLS there meanwhile. Data sent by the peer
+//     together with its 220 to STARTTLS fails the host (no response
+//     injection). TLS version and cipher are reported with rustls's names
+//     ("TLSv1_3", "TLS13_AES_128_GCM_SHA256") for tls_protocol_version
+//     and tls_cipher, and the peer certificate's subject as
+//     tls_peer_subject_name.
 //   - Send pipelines MAIL FROM, the RCPT TOs and DATA when PIPELINING is
 //     advertised (in windows of 100 commands so that neither side's socket
 //     buffers fill), as KumoMTA does, handling the RFC 2920 section 3.1
@@ -162,6 +173,73 @@
 //     timeout, a 421 or a failed RSET leaves the Conn not Usable. Usable
 //     also notices, with a non-blocking peek at the socket, a peer that
 //     closed an idle connection or sent an unsolicited 421.
+//
+// # Transport security
+//
+// The path's TLS mode is raised, per KumoMTA's dispatcher, by the
+// destination's DANE and MTA-STS policies, and the session may
+// authenticate and present a client certificate (tlsconfig.go, auth.go,
+// mtasts.go, dane.go):
+//
+//   - MTA-STS (RFC 8461; enable_mta_sts, default true) applies when
+//     DialOptions.MTASTS and Domain are set. [MTASTS] looks up
+//     _mta-sts.<domain> TXT through a TXTResolver (*Resolver), fetches
+//     https://mta-sts.<domain>/.well-known/mta-sts.txt with an injectable
+//     http.Client (no redirects, 200 and text/plain only, at most 64 KiB,
+//     20 s), and caches the policy for max_age, checking the TXT id on each
+//     use and fetching again when it changes; a failed refetch keeps the
+//     cached policy and failures are remembered for 5 minutes. An enforce
+//     policy drops the MX hosts its patterns do not match ("*.x" matches
+//     one label) and makes enable_tls Required; when it permits no host the
+//     destination fails with KumoMTA's "451 4.4.4 MTA-STS enforce policy
+//     for D permits none of its MX hosts ..." and nothing is connected to.
+//     A testing policy makes enable_tls OpportunisticInsecure (KumoMTA's
+//     choice); none leaves it. A policy that cannot be had counts as none
+//     (RFC 8461 section 5.1). Deviation: KumoMTA applies the host pruning
+//     when it resolves the queue (so the policy can affect the site name);
+//     mtakit applies it in Dial, and its failure text lacks KumoMTA's
+//     "failed to resolve queue D: " prefix.
+//   - DANE (RFC 7672; enable_dane) applies when DialOptions.DANE is set,
+//     the MX selection was DNSSEC-secure (DialOptions.MXSecure, from
+//     MXPlan.Secure or a trusted mx_list) and the host's addresses were
+//     (MXHost.Secure). Security comes only from a Resolver with
+//     ResolverOptions.TrustAD: it asks for the AD bit and believes it;
+//     any other resolver is never secure. Secure usable TLSA records
+//     (DANE-TA(2), DANE-EE(3)) make enable_tls Required with the
+//     certificate checked against them instead of the PKIX roots (DANE-EE:
+//     the leaf matches, no name or date checks; DANE-TA: a certificate of
+//     the presented chain matches and anchors a verification of the leaf
+//     for the MX host name) and MTA-STS is not consulted; records that are
+//     all unusable make it RequiredInsecure; secure absence or an insecure
+//     answer leave it; a failed TLSA lookup (SERVFAIL, which validating
+//     resolvers return for bogus data, or a timeout) fails the host
+//     rather than downgrade. ConnInfo.DANE reports the outcome with
+//     KumoMTA's dane_result_count labels. Deviation: a host reached
+//     through a CNAME into an unsigned zone counts as insecure (KumoMTA
+//     checks whether the alias itself is signed); the DANE-TA certificate
+//     must be in the chain the server sends.
+//   - SMTP AUTH (smtp_auth_plain_username, smtp_auth_plain_password from a
+//     shaping.KeySource) follows TLS on every connection of the path. As
+//     in KumoMTA, credentials are never sent in clear text unless
+//     allow_smtp_auth_plain_without_tls, nor over TLS whose certificate was
+//     not verified (Insecure modes, unusable DANE) unless
+//     allow_smtp_auth_plain_without_valid_certificate; those cases and a
+//     refusal fail the host ("authenticating as U via SMTP AUTH PLAIN to
+//     H: ..."). The mechanism is PLAIN with an initial response; mtakit
+//     uses LOGIN when the host advertises LOGIN but not PLAIN (KumoMTA
+//     only speaks PLAIN). Credentials never appear in responses or errors.
+//   - tls_certificate and tls_private_key (PEM; the key may be in the
+//     certificate's file) are presented as the client certificate (read
+//     again after 5 minutes, so a renewed file is picked up). The
+//     NO_TLSV1, NO_TLSV1_1, NO_TLSV1_2 and NO_TLSV1_3 names of
+//     openssl_options set the protocol version range (other options have
+//     no crypto/tls meaning and are ignored). rustls_cipher_suites, else
+//     openssl_cipher_list (explicit suite names only: keywords such as
+//     HIGH are a configuration error, "!x" exclusions are ignored), limit
+//     the TLS 1.2 cipher suites; crypto/tls cannot limit TLS 1.3 suites,
+//     so TLS13_* names and openssl_cipher_suites have no effect, nor has
+//     tls_prefer_openssl. A bad value fails every connection of the path
+//     with "invalid egress configuration: ...".
 package egress
 
 import (

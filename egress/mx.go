@@ -1,15 +1,19 @@
 package egress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/mtakit/mtakit/shaping"
 )
 
 // maxParallelHosts bounds concurrent address lookups within one ResolveMX.
@@ -42,6 +46,11 @@ type MXPlan struct {
 	// Expires is when the earliest DNS record behind the plan expires
 	// (zero for literals). Resolve again after it to follow DNS changes.
 	Expires time.Time
+	// Secure reports that the MX answer (or, for the implicit MX, the
+	// answer that there is no MX) was DNSSEC-validated by a trusted
+	// resolver (ResolverOptions.TrustAD): the first condition of DANE
+	// (RFC 7672 section 2.2).
+	Secure bool
 }
 
 // MXHost is one mail host of a plan.
@@ -57,6 +66,9 @@ type MXHost struct {
 	// Err says why Addrs is empty when the lookup failed or found nothing;
 	// other hosts of the plan may still be usable.
 	Err error
+	// Secure reports that every address answer of the host was
+	// DNSSEC-validated by a trusted resolver (ResolverOptions.TrustAD).
+	Secure bool
 }
 
 // MXAddr is one address to try, with the host it belongs to.
@@ -134,7 +146,7 @@ func (r *Resolver) ResolveMX(ctx context.Context, domain string) (*MXPlan, error
 		}
 	}
 
-	plan := &MXPlan{Domain: plain, Port: port, IsMX: len(set.sortedMX) > 0, Expires: set.expires}
+	plan := &MXPlan{Domain: plain, Port: port, IsMX: len(set.sortedMX) > 0, Expires: set.expires, Secure: set.secure}
 	var siteHosts []string
 	if plan.IsMX {
 		seen := make(map[string]bool, len(set.sortedMX))
@@ -178,8 +190,8 @@ func (r *Resolver) resolveHosts(ctx context.Context, plan *MXPlan) error {
 		sema = make(chan struct{}, maxParallelHosts)
 	)
 	expires := plan.Expires
-	fill := func(h *MXHost, addrs []netip.Addr, exp time.Time, err error) {
-		h.Addrs, h.Err = addrs, err
+	fill := func(h *MXHost, addrs []netip.Addr, exp time.Time, secure bool, err error) {
+		h.Addrs, h.Err, h.Secure = addrs, err, secure
 		if err == nil {
 			mu.Lock()
 			if expires.IsZero() || exp.Before(expires) {
@@ -192,16 +204,16 @@ func (r *Resolver) resolveHosts(ctx context.Context, plan *MXPlan) error {
 	var misses []*MXHost
 	for i := range plan.Hosts {
 		h := &plan.Hosts[i]
-		if addrs, exp, err, ok := r.cachedAddrs(h.Name + "."); ok {
-			fill(h, addrs, exp, err)
+		if addrs, exp, secure, err, ok := r.cachedAddrs(h.Name + "."); ok {
+			fill(h, addrs, exp, secure, err)
 		} else {
 			misses = append(misses, h)
 		}
 	}
 	for _, h := range misses {
 		do := func() {
-			addrs, exp, err := r.lookupAddrs(ctx, h.Name+".")
-			fill(h, addrs, exp, err)
+			addrs, exp, secure, err := r.lookupAddrs(ctx, h.Name+".")
+			fill(h, addrs, exp, secure, err)
 		}
 		if len(misses) == 1 {
 			do()
@@ -274,7 +286,7 @@ func (r *Resolver) ResolveHost(ctx context.Context, host string) ([]netip.Addr, 
 	if err != nil {
 		return nil, fmt.Errorf("egress: resolve host %q: %w", host, err)
 	}
-	addrs, _, err := r.lookupAddrs(ctx, name)
+	addrs, _, _, err := r.lookupAddrs(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("egress: resolve host %s: %w", strings.TrimSuffix(name, "."), err)
 	}
@@ -289,9 +301,9 @@ type addrResult struct {
 
 // lookupAddrs looks up A and AAAA for a canonical name in parallel and
 // combines them (see combineAddrs).
-func (r *Resolver) lookupAddrs(ctx context.Context, name string) ([]netip.Addr, time.Time, error) {
-	if addrs, exp, err, ok := r.cachedAddrs(name); ok {
-		return addrs, exp, err
+func (r *Resolver) lookupAddrs(ctx context.Context, name string) ([]netip.Addr, time.Time, bool, error) {
+	if addrs, exp, secure, err, ok := r.cachedAddrs(name); ok {
+		return addrs, exp, secure, err
 	}
 	var v4, v6 addrResult
 	done := make(chan struct{})
@@ -306,31 +318,38 @@ func (r *Resolver) lookupAddrs(ctx context.Context, name string) ([]netip.Addr, 
 
 // cachedAddrs answers lookupAddrs from the cache alone, reporting false if
 // either family is not cached.
-func (r *Resolver) cachedAddrs(name string) ([]netip.Addr, time.Time, error, bool) {
+func (r *Resolver) cachedAddrs(name string) ([]netip.Addr, time.Time, bool, error, bool) {
 	now := r.now()
 	e4, ok4 := r.cache.get(cacheKey{name, dns.TypeA}, now)
 	if !ok4 {
-		return nil, time.Time{}, nil, false
+		return nil, time.Time{}, false, nil, false
 	}
 	e6, ok6 := r.cache.get(cacheKey{name, dns.TypeAAAA}, now)
 	if !ok6 {
-		return nil, time.Time{}, nil, false
+		return nil, time.Time{}, false, nil, false
 	}
-	addrs, exp, err := r.combineAddrs(name, addrResult{e4.set, e4.err}, addrResult{e6.set, e6.err})
-	return addrs, exp, err, true
+	addrs, exp, secure, err := r.combineAddrs(name, addrResult{e4.set, e4.err}, addrResult{e6.set, e6.err})
+	return addrs, exp, secure, err, true
 }
 
 // combineAddrs merges the A and AAAA outcomes: addresses from either family
 // win over a failure of the other; with none, a failure is returned as is,
 // NXDOMAIN as ErrNXDomain, and an empty answer as ErrNoAddresses.
-func (r *Resolver) combineAddrs(name string, v4, v6 addrResult) ([]netip.Addr, time.Time, error) {
+//
+// The addresses are secure when every answer that arrived was: a family
+// whose lookup failed does not make the other insecure, since a
+// validating resolver fails a forged answer rather than passing it on.
+func (r *Resolver) combineAddrs(name string, v4, v6 addrResult) ([]netip.Addr, time.Time, bool, error) {
 	var addrs []netip.Addr
 	var expires time.Time
 	nx := false
+	secure, answered := true, false
 	for _, res := range []addrResult{v4, v6} {
 		if res.err != nil {
 			continue
 		}
+		answered = true
+		secure = secure && res.set.secure
 		if res.set.nxdomain {
 			nx = true
 		}
@@ -344,17 +363,17 @@ func (r *Resolver) combineAddrs(name string, v4, v6 addrResult) ([]netip.Addr, t
 			r.log.Debug("address lookup partly failed", "name", name,
 				"a_err", errString(v4.err), "aaaa_err", errString(v6.err))
 		}
-		return addrs, expires, nil
+		return addrs, expires, secure && answered, nil
 	}
 	switch {
 	case v4.err != nil:
-		return nil, time.Time{}, v4.err
+		return nil, time.Time{}, false, v4.err
 	case v6.err != nil:
-		return nil, time.Time{}, v6.err
+		return nil, time.Time{}, false, v6.err
 	case nx:
-		return nil, time.Time{}, &DNSError{Name: name, Type: "A/AAAA", Rcode: dns.RcodeNameError, Err: ErrNXDomain}
+		return nil, time.Time{}, false, &DNSError{Name: name, Type: "A/AAAA", Rcode: dns.RcodeNameError, Err: ErrNXDomain}
 	default:
-		return nil, time.Time{}, &DNSError{Name: name, Type: "A/AAAA", Rcode: -1, Temporary: true, Err: ErrNoAddresses}
+		return nil, time.Time{}, false, &DNSError{Name: name, Type: "A/AAAA", Rcode: -1, Temporary: true, Err: ErrNoAddresses}
 	}
 }
 
@@ -410,4 +429,28 @@ func parseAddressLiteral(s string, outerPort uint16, hasOuter bool) (netip.Addr,
 		return netip.Addr{}, 0, invalid("bad address " + inner)
 	}
 	return a, port, nil
+}
+
+// MXHostNames returns domain's MX host names ordered by preference, then
+// name (the order SiteName expects), or the domain itself when it has no
+// MX. A null MX gives shaping.ErrNullMX. It has the signature of
+// shaping.Options.LookupMX, so a shaping configuration rolls up MX sites
+// with the same resolver the queue engine delivers with.
+func (r *Resolver) MXHostNames(ctx context.Context, domain string) ([]string, error) {
+	plan, err := r.ResolveMX(ctx, domain)
+	if errors.Is(err, ErrNullMX) {
+		return nil, shaping.ErrNullMX
+	}
+	if err != nil {
+		return nil, err
+	}
+	hosts := slices.Clone(plan.Hosts)
+	slices.SortStableFunc(hosts, func(a, b MXHost) int {
+		return cmp.Or(cmp.Compare(a.Preference, b.Preference), strings.Compare(a.Name, b.Name))
+	})
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	return names, nil
 }

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,9 +74,16 @@ type ResolverOptions struct {
 	Logger *slog.Logger
 	// Now is the clock for cache expiry; nil means time.Now. For tests.
 	Now func() time.Time
+	// TrustAD marks Servers as DNSSEC-validating resolvers reached over a
+	// trusted path (on the host, or over a secured link): queries then ask
+	// for the AD bit (RFC 6840 section 5.7) and answers that carry it are
+	// taken as DNSSEC-secure (MXPlan.Secure, MXHost.Secure, TLSAResult).
+	// Without it nothing is secure and DANE never applies: an AD bit from
+	// an untrusted path could be forged.
+	TrustAD bool
 }
 
-// Resolver looks up MX, A and AAAA records with miekg/dns: EDNS0 (1232
+// Resolver looks up MX, A, AAAA, TXT and TLSA records with miekg/dns: EDNS0 (1232
 // byte buffer), retry over TCP when an answer is truncated, servers tried
 // in order, a TTL-respecting LRU cache of positive and negative answers,
 // and deduplication of concurrent identical queries. It is safe for
@@ -88,6 +96,7 @@ type Resolver struct {
 	maxTTL      time.Duration
 	negativeTTL time.Duration
 	failureTTL  time.Duration
+	trustAD     bool
 	log         *slog.Logger
 	now         func() time.Time
 	udp         *dns.Client
@@ -110,6 +119,7 @@ func NewResolver(opts ResolverOptions) (*Resolver, error) {
 		maxTTL:      opts.MaxTTL,
 		negativeTTL: opts.NegativeTTL,
 		failureTTL:  opts.FailureTTL,
+		trustAD:     opts.TrustAD,
 		log:         opts.Logger,
 		now:         opts.Now,
 		rand:        opts.Rand,
@@ -207,7 +217,12 @@ type rrset struct {
 	nxdomain bool
 	mx       []mxRecord   // MX answers, in answer order
 	addrs    []netip.Addr // A or AAAA answers, in answer order
-	expires  time.Time
+	txt      []string     // TXT answers, each record's strings joined
+	tlsa     []TLSA       // TLSA answers
+	// secure: every answer behind the set carried the AD bit from a
+	// trusted resolver (ResolverOptions.TrustAD).
+	secure  bool
+	expires time.Time
 
 	// For MX answers, computed once: hosts sorted by preference then name,
 	// and their site name.
@@ -266,7 +281,7 @@ func (r *Resolver) store(k cacheKey, set *rrset, err error) {
 
 // resolve asks the servers, following CNAMEs the servers did not chase.
 func (r *Resolver) resolve(ctx context.Context, name string, qtype uint16) (*rrset, error) {
-	set := &rrset{name: name, qtype: qtype}
+	set := &rrset{name: name, qtype: qtype, secure: r.trustAD}
 	target := name
 	ttl := time.Duration(-1)
 	for range maxCNAMEChain {
@@ -274,6 +289,7 @@ func (r *Resolver) resolve(ctx context.Context, name string, qtype uint16) (*rrs
 		if err != nil {
 			return nil, err
 		}
+		set.secure = set.secure && msg.AuthenticatedData
 		if msg.Rcode == dns.RcodeNameError {
 			set.nxdomain = true
 			set.expires = r.now().Add(r.negativeTTLOf(msg))
@@ -354,6 +370,14 @@ func collect(msg *dns.Msg, name string, qtype uint16, set *rrset) (string, bool,
 			if a, ok := netip.AddrFromSlice(v.AAAA); ok {
 				set.addrs = append(set.addrs, a)
 			}
+		case *dns.TXT:
+			set.txt = append(set.txt, strings.Join(v.Txt, ""))
+		case *dns.TLSA:
+			data, err := hex.DecodeString(v.Certificate)
+			if err != nil {
+				continue
+			}
+			set.tlsa = append(set.tlsa, TLSA{Usage: v.Usage, Selector: v.Selector, MatchingType: v.MatchingType, Data: data})
 		default:
 			continue
 		}
@@ -419,6 +443,7 @@ func (r *Resolver) exchangeOne(ctx context.Context, server, name string, qtype u
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
+	m.AuthenticatedData = r.trustAD
 	m.SetEdns0(EDNS0UDPSize, false)
 	msg, err := r.roundTrip(ctx, r.udp, server, m)
 	if err == nil && msg.Rcode == dns.RcodeFormatError && msg.IsEdns0() == nil {
@@ -470,4 +495,20 @@ func (r *Resolver) shuffle(n int, swap func(i, j int)) {
 	r.randMu.Lock()
 	defer r.randMu.Unlock()
 	r.rand.Shuffle(n, swap)
+}
+
+// LookupTXT returns the TXT records of name, each record's character
+// strings joined into one string (RFC 7208 section 3.3 style), as used by
+// MTA-STS. A name without TXT records, or that does not exist, gives no
+// records and no error; other failures are a temporary *DNSError.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	n, err := fqdn(name)
+	if err != nil {
+		return nil, fmt.Errorf("egress: lookup TXT %q: %w", name, err)
+	}
+	set, err := r.lookup(ctx, n, dns.TypeTXT)
+	if err != nil {
+		return nil, fmt.Errorf("egress: lookup TXT %s: %w", strings.TrimSuffix(n, "."), err)
+	}
+	return append([]string(nil), set.txt...), nil
 }

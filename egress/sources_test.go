@@ -162,7 +162,7 @@ func TestParseSourcesErrors(t *testing.T) {
 		{"half proxy", "[source.ip]\nha_proxy_server = \"10.0.0.1:5000\"\n",
 			[]string{`f.toml:1: egress: source ip: ha_proxy_server is set without ha_proxy_source_address`}},
 		{"bad port", "[source.a]\nremote_port = 70000\n", []string{`f.toml:2: source.a.remote_port: port 70000 out of range`}},
-		{"bad ttl", "[source.a]\nttl = \"5 parsecs\"\n", []string{`f.toml:2:`, `unknown time unit "parsecs"`}},
+		{"bad ttl", "[source.a]\nttl = \"5 parsecs\"\n", []string{`f.toml:2:`, `unknown unit "parsecs"`}},
 		{"wrong type", "[source.a]\nehlo_domain = 5\n", []string{`f.toml:2:`, `ehlo_domain`}},
 		{"pool entry not a table", "[source.a]\n[pool.p]\na = 2\n", []string{`f.toml:3:`}},
 		{"bad weight", "[source.a]\n[pool.p.a]\nweight = -1\n", []string{`f.toml:3: pool.p.a: weight -1 out of range`}},

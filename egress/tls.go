@@ -12,8 +12,9 @@ import (
 )
 
 // startTLS sends STARTTLS and performs the handshake, verifying the
-// certificate against host when verify is set.
-func (c *Conn) startTLS(host string, base *tls.Config, verify bool) error {
+// certificate against host when verify is set, or against the usable TLSA
+// records dane when there are any (DANE replaces PKIX verification).
+func (c *Conn) startTLS(host string, base *tls.Config, verify bool, dane []TLSA) error {
 	resp, err := c.roundTrip("STARTTLS", c.tmo.startTLS)
 	if err != nil {
 		return err
@@ -26,16 +27,15 @@ func (c *Conn) startTLS(host string, base *tls.Config, verify bool) error {
 		// inside the TLS session (CVE-2011-0411-style injection).
 		return errors.New("peer sent data after its STARTTLS reply")
 	}
-	var cfg *tls.Config
-	if base != nil {
-		cfg = base.Clone()
-	} else {
-		cfg = &tls.Config{}
-	}
+	cfg := base.Clone()
 	if cfg.ServerName == "" {
 		cfg.ServerName = strings.TrimSuffix(host, ".")
 	}
 	cfg.InsecureSkipVerify = !verify
+	if len(dane) > 0 {
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = daneVerifier(dane, cfg.ServerName)
+	}
 	tc := tls.Client(c.raw, cfg)
 	_ = c.raw.SetDeadline(time.Now().Add(c.tmo.startTLS))
 	err = tc.Handshake()
@@ -53,7 +53,8 @@ func (c *Conn) startTLS(host string, base *tls.Config, verify bool) error {
 	c.info.TLS = &TLSInfo{
 		Version:  tlsVersionName(st.Version),
 		Cipher:   tlsCipherName(st.CipherSuite, st.Version),
-		Verified: verify,
+		Verified: verify || len(dane) > 0,
+		DANE:     len(dane) > 0,
 		State:    st,
 	}
 	if len(st.PeerCertificates) > 0 {

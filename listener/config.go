@@ -68,10 +68,22 @@ type Config struct {
 	// log_arf). nil means no listener domains.
 	Domains DomainLookup
 
+	// Budget, when set, bounds the message data held in memory by this
+	// listener's receptions (shared with others using the same Budget);
+	// beyond it transactions get 452 4.3.1. mta.Server.ListenSMTP sets
+	// the server's budget when this is nil.
+	Budget *Budget
+
 	MaxMessageSize           int64
 	MaxRecipients            int
 	MaxMessagesPerConnection int
 	MaxConnections           int
+	// MaxConnectionsPerIP, when positive, bounds the sessions open at
+	// once from one client address (421 4.7.0 beyond), so a few slow
+	// clients cannot take every MaxConnections slot. Off by default, as
+	// KumoMTA has no such limit: injectors and load balancers legitimately
+	// open many sessions from one address.
+	MaxConnectionsPerIP int
 	// ClientTimeout bounds the wait for each command or data chunk from
 	// the client; in DATA, for each read of up to 1 KiB of the message.
 	ClientTimeout time.Duration
@@ -147,7 +159,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxMessageSize < 0:
 		return c, fmt.Errorf("listener %s: MaxMessageSize %d is negative", c.Addr, c.MaxMessageSize)
-	case c.MaxRecipients < 0, c.MaxMessagesPerConnection < 0, c.MaxConnections < 0:
+	case c.MaxRecipients < 0, c.MaxMessagesPerConnection < 0, c.MaxConnections < 0, c.MaxConnectionsPerIP < 0:
 		return c, fmt.Errorf("listener %s: limits must not be negative", c.Addr)
 	case c.ClientTimeout < 0, c.DataProcessingTimeout < 0:
 		return c, fmt.Errorf("listener %s: timeouts must not be negative", c.Addr)

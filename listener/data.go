@@ -41,7 +41,7 @@ func errLineTooLong(limit int) *smtp.SMTPError {
 // readData reads the DATA stream into buf, refusing bare CR, bare LF, NUL
 // and lines longer than maxLine octets (excluding CRLF). It returns an
 // *smtp.SMTPError for conformance failures and the read error otherwise.
-func readData(r io.Reader, buf *bytes.Buffer, maxLine int) error {
+func readData(r io.Reader, buf io.Writer, maxLine int) error {
 	var chunk [32 << 10]byte
 	lineLen := 0       // octets in the current line so far
 	pendingCR := false // the previous chunk ended in CR

@@ -24,6 +24,7 @@
 package listener
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -158,7 +159,9 @@ func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (
 	s.TLSConfig = cfg.TLS
 	s.ErrorLog = slogPrinter{l.log}
 	l.srv = s
-	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname}
+	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname,
+		greeting: []byte("220 " + cfg.Hostname + " " + cfg.Banner + "\r\n"),
+		perIP:    cfg.MaxConnectionsPerIP, byIP: map[netip.Addr]int{}}
 	return l, nil
 }
 
@@ -286,7 +289,12 @@ type limitListener struct {
 	net.Listener
 	max      int64
 	hostname string
+	greeting []byte // "220 hostname banner", KumoMTA's greeting
 	n        atomic.Int64
+	perIP    int // 0: no per-address limit
+
+	mu   sync.Mutex
+	byIP map[netip.Addr]int
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -297,22 +305,75 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		if l.n.Add(1) > l.max {
 			l.n.Add(-1)
-			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			fmt.Fprintf(c, "421 4.3.2 %s too many concurrent sessions. Try later\r\n", l.hostname)
-			c.Close()
+			refuse(c, "421 4.3.2 "+l.hostname+" too many concurrent sessions. Try later")
 			continue
 		}
-		return &countedConn{Conn: c, n: &l.n}, nil
+		var ip netip.Addr
+		if l.perIP > 0 {
+			ip = remoteIP(c)
+			l.mu.Lock()
+			if l.byIP[ip] >= l.perIP {
+				l.mu.Unlock()
+				l.n.Add(-1)
+				refuse(c, "421 4.7.0 "+l.hostname+" too many concurrent sessions from your address. Try later")
+				continue
+			}
+			l.byIP[ip]++
+			l.mu.Unlock()
+		}
+		return &countedConn{Conn: c, l: l, ip: ip, greeting: l.greeting}, nil
 	}
 }
 
+func refuse(c net.Conn, reply string) {
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "%s\r\n", reply)
+	c.Close()
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// release frees a connection's slots.
+func (l *limitListener) release(ip netip.Addr) {
+	l.n.Add(-1)
+	if l.perIP > 0 {
+		l.mu.Lock()
+		if l.byIP[ip]--; l.byIP[ip] <= 0 {
+			delete(l.byIP, ip)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// countedConn frees its connection slot on Close, and replaces go-smtp's
+// fixed greeting ("220 host ESMTP Service Ready", its first write) with
+// the configured one. Under implicit TLS the first write is the handshake
+// and the greeting stays go-smtp's.
 type countedConn struct {
 	net.Conn
-	n    *atomic.Int64
-	once sync.Once
+	l        *limitListener
+	ip       netip.Addr
+	once     sync.Once
+	greeting []byte
+	greeted  atomic.Bool
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	if c.greeting != nil && !c.greeted.Swap(true) && bytes.HasPrefix(b, []byte("220 ")) && bytes.HasSuffix(b, []byte("\r\n")) && bytes.Count(b, []byte("\r\n")) == 1 {
+		if _, err := c.Conn.Write(c.greeting); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(func() { c.n.Add(-1) })
+	c.once.Do(func() { c.l.release(c.ip) })
 	return c.Conn.Close()
 }

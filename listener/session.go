@@ -150,7 +150,9 @@ func (s *session) Data(r io.Reader) error {
 	}()
 
 	r = &deadlineReader{r: r, conn: s.conn.Conn(), timeout: s.l.cfg.ClientTimeout}
-	if err := readData(r, buf, s.l.cfg.LineLengthLimit); err != nil {
+	w := &budgetedBuffer{buf: buf, budget: s.l.cfg.Budget}
+	defer w.done() // the handler has stored (or refused) the message by then
+	if err := readData(r, w, s.l.cfg.LineLengthLimit); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			return s.reject(sender, addresses(rcpts), se)
@@ -168,6 +170,10 @@ func (s *session) Data(r io.Reader) error {
 		return err
 	}
 
+	if w.over {
+		s.l.log.Warn("reception memory budget exhausted; transaction deferred", "peer", s.info.PeerAddr, "budget", w.budget.Limit())
+		return s.reject(sender, addresses(rcpts), errOverBudget)
+	}
 	if st, ok := s.conn.TLSConnectionState(); ok {
 		s.info.TLS = &st
 	}
@@ -198,8 +204,38 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{
 		Code:         250,
 		EnhancedCode: smtp.EnhancedCode{2, 0, 0},
-		Message:      "OK ids=" + strings.Join(ids, " "),
+		Message:      okReply(ids),
 	}
+}
+
+// maxReplyLine is RFC 5321's limit on a reply line: 512 octets with the
+// CRLF (section 4.5.3.1.5).
+const maxReplyLine = 512
+
+// okReply is KumoMTA's "OK ids=ID ..." for an accepted transaction. Many
+// recipients can make many messages; when their IDs do not fit in one
+// reply line, as many as fit are listed and the rest counted.
+func okReply(ids []string) string {
+	const prefix = "250 2.0.0 " // what go-smtp puts before the text
+	text := "OK ids=" + strings.Join(ids, " ")
+	if len(prefix)+len(text)+2 <= maxReplyLine {
+		return text
+	}
+	var b strings.Builder
+	b.WriteString("OK ids=")
+	for i, id := range ids {
+		sep := " "
+		if i == 0 {
+			sep = ""
+		}
+		tail := fmt.Sprintf(" (+%d more)", len(ids)-i-1) // if this id is the last that fits
+		if len(prefix)+b.Len()+len(sep)+len(id)+len(tail)+2 > maxReplyLine {
+			fmt.Fprintf(&b, " (+%d more)", len(ids)-i)
+			break
+		}
+		b.WriteString(sep + id)
+	}
+	return b.String()
 }
 
 func addresses(rcpts []Recipient) []string {
@@ -270,6 +306,8 @@ type deadlineReader struct {
 	r       io.Reader
 	conn    net.Conn
 	timeout time.Duration
+	start   time.Time
+	n       int64 // octets read so far
 }
 
 // maxDataRead bounds each Read. go-smtp's DATA reader returns only when
@@ -278,12 +316,28 @@ type deadlineReader struct {
 // ClientTimeout a client must send at least 17 octets per second.
 const maxDataRead = 1024
 
+// Read reads with two deadlines: ClientTimeout for this read, and an
+// average-rate bound over the whole message — maxDataRead octets per
+// ClientTimeout, after one ClientTimeout of grace. go-smtp's BDAT reader
+// returns whatever arrived, so without the second bound a client sending
+// one octet just before each deadline could hold the connection forever.
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	if len(p) > maxDataRead {
 		p = p[:maxDataRead]
 	}
-	_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.r.Read(p)
+	now := time.Now()
+	if d.start.IsZero() {
+		d.start = now
+	}
+	deadline := now.Add(d.timeout)
+	earned := time.Duration(float64(d.n) / maxDataRead * float64(d.timeout))
+	if avg := d.start.Add(d.timeout + earned); avg.Before(deadline) {
+		deadline = avg
+	}
+	_ = d.conn.SetReadDeadline(deadline)
+	n, err := d.r.Read(p)
+	d.n += int64(n)
+	return n, err
 }
 
 var dataBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

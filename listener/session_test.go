@@ -2,6 +2,7 @@ package listener
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"net/textproto"
 	"strings"
@@ -179,4 +180,51 @@ func dialToData(t *testing.T, addr string) (net.Conn, *textproto.Conn) {
 		readReplies(t, tp, 1)
 	}
 	return c, tp
+}
+
+// A BDAT chunk trickled one octet at a time, each just within
+// ClientTimeout, is cut off like DATA: the average rate must keep up.
+func TestTrickledBDATTimesOut(t *testing.T) {
+	h := &memHandler{}
+	const timeout = 300 * time.Millisecond
+	addr := startTCP(t, Config{ClientTimeout: timeout, Domains: fuzzDomains}, h)
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	tp := textproto.NewConn(c)
+	readReplies(t, tp, 1)
+	for _, cmd := range []string{"EHLO c", "MAIL FROM:<a@x.test>", "RCPT TO:<b@relay.test>"} {
+		tp.PrintfLine("%s", cmd)
+		readReplies(t, tp, 1)
+	}
+	const chunk = "Subject: trickle\r\n\r\nslowly\r\n"
+	start := time.Now()
+	fmt.Fprintf(c, "BDAT %d LAST\r\n", len(chunk))
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for i := 0; i < len(chunk); i++ {
+			if _, err := c.Write([]byte{chunk[i]}); err != nil {
+				return
+			}
+			time.Sleep(timeout * 2 / 3) // each octet within the per-read timeout
+		}
+	}()
+	code, msg, _ := tp.ReadResponse(0)
+	if code == 250 {
+		t.Fatalf("trickled BDAT accepted after %v: %q", time.Since(start), msg)
+	}
+	if d := time.Since(start); d > 10*timeout {
+		t.Errorf("trickled BDAT held the connection for %v", d)
+	}
+	c.Close()
+	<-closed
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.msgs) != 0 {
+		t.Fatal("trickled message accepted")
+	}
 }

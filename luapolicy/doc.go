@@ -100,7 +100,8 @@
 // package shaping), listener_domains (listener_domains.toml or .json with
 // per-listener tables and wildcards), dkim_sign (dkim_data.toml through
 // package dkim), policy_utils, and log_hooks (new_json: each log record is
-// POSTed as JSON to the URL, see [Policy.LogHooks]; new with a Lua
+// POSTed as JSON to the URL by package mta/loghooks, see
+// [Policy.LogHooks] and [Policy.OpenLogHooks]; new with a Lua
 // constructor and new_disposition_hook are accepted with a warning and do
 // nothing). When a helper's handler is the only
 // handler of its event, the hooks call the Go implementation directly,
@@ -117,7 +118,7 @@
 //
 //   - Both spool kinds, LocalDisk and RocksDB, are served by mtakit's
 //     badger spool at the given path; when data and meta name the same
-//     path, one badger database holds both (spool.OpenBadgerPair), which
+//     path, one badger database holds both (badgerspool.OpenPair), which
 //     halves the syncs per message. "flush" is implied: a store is durable
 //     when it returns.
 //   - Relative data file names given to helpers and kumo.*_load are
@@ -139,12 +140,11 @@
 //     contacted, and shaper.setup_publish() does nothing.
 //   - A reload (Live) replaces hooks and lookups, not spools, logs,
 //     listeners or the set of egress pool names.
-//   - log_hooks:new_json keeps unsent records in memory, not in a spooled
-//     queue as KumoMTA does: records not sent when the server stops are
-//     lost. A non-2xx answer drops the record (KumoMTA's permanent
-//     failure); a transport error is retried with queue_config's backoff.
-//     The hook's log_parameters headers and meta are added to those of
-//     every log sink.
+//   - log_hooks:new_json queues records in mta/loghooks' own durable queue
+//     (beside the data spool) rather than in the message spool; a failed
+//     POST is retried with queue_config's backoff. The hook's
+//     log_parameters headers and meta are added to those of every log
+//     sink.
 //   - msg:import_scheduling_header refuses a message that has the header
 //     (550 5.7.0): mtakit has no per-message scheduling yet. (The queue
 //     helper's scheduling_header is parsed by mta/queues and not applied.)

@@ -1,20 +1,16 @@
 package luapolicy
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
 	"net/url"
-	"sync"
+	"path/filepath"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/mtakit/mtakit/mta/loghooks"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/spool"
 )
 
 // LogHook is a log_hooks:new_json call: every log record is POSTed as
@@ -29,10 +25,7 @@ type LogHook struct {
 	// RetryInterval and MaxRetryInterval pace retries after a transport
 	// error (queue_config; default 1 minute doubling up to 20 minutes).
 	RetryInterval, MaxRetryInterval time.Duration
-	// BackPressure is how many records may wait to be sent before Log
-	// blocks (log_parameters back_pressure; default 128000).
-	BackPressure int
-	Line         string
+	Line                            string
 }
 
 // LogHooks returns the log hooks the policy defines.
@@ -44,7 +37,7 @@ func (p *Policy) LogHooks() []LogHook {
 
 func (s *state) logHooksNewJSON(L *lua.LState) int {
 	f := newFields("policy-extras.log_hooks:new_json", s.table(2))
-	h := LogHook{RetryInterval: time.Minute, MaxRetryInterval: 20 * time.Minute, BackPressure: 128000}
+	h := LogHook{RetryInterval: time.Minute, MaxRetryInterval: 20 * time.Minute}
 	if !f.str("name", &h.Name) {
 		f.fail("name", "required")
 	}
@@ -57,8 +50,7 @@ func (s *state) logHooksNewJSON(L *lua.LState) int {
 		lf := newFields("policy-extras.log_hooks:new_json log_parameters", v)
 		lf.strings("headers", &h.Headers)
 		lf.strings("meta", &h.Meta)
-		lf.integer("back_pressure", &h.BackPressure)
-		ignored := lf.ignore("per_record", "filter_event", "deferred_spool")
+		ignored := lf.ignore("per_record", "filter_event", "deferred_spool", "back_pressure")
 		s.warnIgnored("policy-extras.log_hooks:new_json log_parameters", ignored)
 		if err := lf.done(); err != nil {
 			f.errs = append(f.errs, err)
@@ -86,115 +78,29 @@ func (s *state) logHooksNewJSON(L *lua.LState) int {
 	return 0
 }
 
-// OpenLogHooks starts a sink per log hook. mtakit keeps the records
-// waiting to be sent in memory (KumoMTA spools them as messages), so
+// OpenLogHooks opens a sink per log hook with package mta/loghooks: each
+// record is POSTed as JSON (one record per POST, KumoMTA's default
+// batch_size) from a durable queue in dir/NAME, retried with the hook's
+// queue_config backoff. With dir "" the queue is kept in memory, so
 // records not yet sent when the server stops are lost.
-func (p *Policy) OpenLogHooks() []logs.Sink {
+func (p *Policy) OpenLogHooks(dir string) ([]logs.Sink, error) {
 	var out []logs.Sink
 	for _, h := range p.LogHooks() {
-		out = append(out, newWebhookSink(h, p.log))
-	}
-	return out
-}
-
-// webhookSink POSTs each record, in order, to a URL. A 2xx answer is
-// success; any other answer drops the record with an error log, as
-// KumoMTA's new_json treats it as a permanent failure; a transport error
-// is retried with the hook's backoff.
-type webhookSink struct {
-	h      LogHook
-	log    *slog.Logger
-	client *http.Client
-	ch     chan []byte
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
-}
-
-func newWebhookSink(h LogHook, log *slog.Logger) *webhookSink {
-	if h.BackPressure <= 0 {
-		h.BackPressure = 128000
-	}
-	w := &webhookSink{h: h, log: log, client: &http.Client{Timeout: time.Minute}, ch: make(chan []byte, h.BackPressure)}
-	w.ctx, w.cancel = context.WithCancel(context.Background())
-	w.wg.Add(1)
-	go w.run()
-	return w
-}
-
-// Log queues rec; it blocks while BackPressure records are waiting.
-func (w *webhookSink) Log(rec *logs.Record) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("log hook %s: %w", w.h.Name, err)
-	}
-	select {
-	case w.ch <- b:
-		return nil
-	case <-w.ctx.Done():
-		return fmt.Errorf("log hook %s: closed", w.h.Name)
-	}
-}
-
-// Close sends what is queued for up to 5 seconds, then stops.
-func (w *webhookSink) Close() error {
-	w.once.Do(func() {
-		close(w.ch)
-		t := time.AfterFunc(5*time.Second, w.cancel)
-		w.wg.Wait()
-		t.Stop()
-		w.cancel()
-	})
-	return nil
-}
-
-func (w *webhookSink) run() {
-	defer w.wg.Done()
-	for b := range w.ch {
-		delay := w.h.RetryInterval
-		for {
-			err := w.post(b)
-			if err == nil {
-				break
-			}
-			if w.ctx.Err() != nil {
-				return
-			}
-			var perm *permanentError
-			if errorsAs(err, &perm) {
-				w.log.Error("log hook dropped a record", "hook", w.h.Name, "err", err)
-				break
-			}
-			w.log.Warn("log hook delivery failed; retrying", "hook", w.h.Name, "in", delay, "err", err)
-			select {
-			case <-time.After(delay):
-			case <-w.ctx.Done():
-				return
-			}
-			delay = min(2*delay, w.h.MaxRetryInterval)
+		cfg := loghooks.Config{Name: h.Name, URL: h.URL, BatchSize: 1, RetryInterval: h.RetryInterval,
+			MaxRetryInterval: h.MaxRetryInterval, Logger: p.log}
+		if dir == "" {
+			cfg.Queue = spool.NewMemory()
+		} else {
+			cfg.Dir = filepath.Join(dir, h.Name)
 		}
+		hook, err := loghooks.Open(cfg)
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, fmt.Errorf("luapolicy: %s log hook %s: %w", h.Line, h.Name, err)
+		}
+		out = append(out, hook)
 	}
-}
-
-type permanentError struct{ msg string }
-
-func (e *permanentError) Error() string { return e.msg }
-
-func (w *webhookSink) post(b []byte) error {
-	req, err := http.NewRequestWithContext(w.ctx, http.MethodPost, w.h.URL, bytes.NewReader(b))
-	if err != nil {
-		return &permanentError{err.Error()}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := w.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode/100 != 2 {
-		return &permanentError{fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(body))}
-	}
-	return nil
+	return out, nil
 }

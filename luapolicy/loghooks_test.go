@@ -11,15 +11,15 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mtakit/mtakit/luapolicy"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/spool"
 )
 
-// log_hooks:new_json POSTs every log record as JSON; a non-2xx answer
-// drops the record (KumoMTA's permanent failure) without stopping the
-// hook.
+// log_hooks:new_json POSTs every log record as JSON through mta/loghooks;
+// a failed POST is retried after queue_config's retry_interval.
 func TestLogHookNewJSON(t *testing.T) {
 	var mu sync.Mutex
 	var got []map[string]any
@@ -46,6 +46,7 @@ log_hooks:new_json {
   name = 'webhook',
   url = %q,
   log_parameters = { headers = { 'Subject' } },
+  queue_config = { retry_interval = '50ms', max_retry_interval = '100ms' },
 }
 `, hook.URL)
 	dir := t.TempDir()
@@ -69,11 +70,24 @@ log_hooks:new_json {
 			t.Fatal(err)
 		}
 	}
-	srv.Close() // closes the hook after it sent what was queued
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hook received %d records, want 3", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	srv.Close()
 	mu.Lock()
 	defer mu.Unlock()
-	if calls != 3 || len(got) != 2 {
-		t.Fatalf("%d POSTs, %d records kept; want 3 and 2", calls, len(got))
+	if calls != 4 || len(got) != 3 {
+		t.Fatalf("%d POSTs, %d records; want 4 (one retried) and 3", calls, len(got))
 	}
 	for _, rec := range got {
 		h, _ := rec["headers"].(map[string]any)

@@ -13,6 +13,7 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 // Spools returns the kumo.define_spool calls of the init event.
@@ -76,11 +77,11 @@ func (p *Policy) ResolverOptions() *egress.ResolverOptions {
 
 // OpenSpools opens the data and meta spools the policy defines. Both
 // kinds KumoMTA knows, LocalDisk and RocksDB, are served by mtakit's
-// badger spool (spool.OpenBadger) at the given path; badger makes every
+// badger spool (badgerspool.Open) at the given path; badger makes every
 // store durable before it returns, whatever "flush" says. When the two
 // spools share one path, one badger database holds both
-// (spool.OpenBadgerPair), which costs one sync per message instead of two.
-func (p *Policy) OpenSpools(opts spool.BadgerOptions) (data, meta spool.Spool, err error) {
+// (badgerspool.OpenPair), which costs one sync per message instead of two.
+func (p *Policy) OpenSpools(opts badgerspool.Options) (data, meta spool.Spool, err error) {
 	var dataCfg, metaCfg *SpoolConfig
 	for _, sc := range p.Spools() {
 		switch sc.Name {
@@ -97,17 +98,17 @@ func (p *Policy) OpenSpools(opts spool.BadgerOptions) (data, meta spool.Spool, e
 		opts.Logger = p.log
 	}
 	if filepath.Clean(dataCfg.Path) == filepath.Clean(metaCfg.Path) {
-		d, m, err := spool.OpenBadgerPair(dataCfg.Path, opts)
+		d, m, err := badgerspool.OpenPair(dataCfg.Path, opts)
 		if err != nil {
 			return nil, nil, fmt.Errorf("luapolicy: spool %s: %w", dataCfg.Path, err)
 		}
 		return d, m, nil
 	}
-	d, err := spool.OpenBadger(dataCfg.Path, opts)
+	d, err := badgerspool.Open(dataCfg.Path, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("luapolicy: data spool %s: %w", dataCfg.Path, err)
 	}
-	m, err := spool.OpenBadger(metaCfg.Path, opts)
+	m, err := badgerspool.Open(metaCfg.Path, opts)
 	if err != nil {
 		d.Close()
 		return nil, nil, fmt.Errorf("luapolicy: meta spool %s: %w", metaCfg.Path, err)
@@ -168,7 +169,8 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 
 // Start builds and starts a server from the policy: it opens the spools
 // (OpenSpools) unless base has them, the local logs and the log hooks
-// (OpenLogHooks), creates the mta.Server with ServerOptions and starts
+// (OpenLogHooks, queued durably in a "loghooks" directory beside the data
+// spool, in memory when the policy defines no spool), creates the mta.Server with ServerOptions and starts
 // every ESMTP listener. The HTTP listeners are not started (see
 // HTTPListeners). On error everything opened is closed again.
 func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err error) {
@@ -185,7 +187,7 @@ func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Op
 		}
 	}()
 	if base.DataSpool == nil || base.MetaSpool == nil {
-		d, m, err := p.OpenSpools(spool.BadgerOptions{Logger: base.Logger})
+		d, m, err := p.OpenSpools(badgerspool.Options{Logger: base.Logger})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -200,7 +202,17 @@ func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Op
 		base.Log = l
 		closers = append(closers, l)
 	}
-	if hooks := p.OpenLogHooks(); len(hooks) > 0 {
+	hookDir := ""
+	for _, sc := range p.Spools() {
+		if sc.Name == "data" {
+			hookDir = filepath.Join(filepath.Dir(filepath.Clean(sc.Path)), "loghooks")
+		}
+	}
+	hooks, err := p.OpenLogHooks(hookDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(hooks) > 0 {
 		base.Log = logs.Multi(append([]logs.Sink{base.Log}, hooks...)...)
 		for _, h := range hooks {
 			closers = append(closers, h)

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/internal/smtpsink"
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/shaping"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 // BenchmarkReception measures SMTP reception into a durable badger spool:
@@ -25,7 +27,7 @@ import (
 func BenchmarkReception(b *testing.B) {
 	const conns = 10
 	dir := b.TempDir()
-	data, meta, err := spool.OpenBadgerPair(dir+"/spool", spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,10 +58,33 @@ func BenchmarkReception(b *testing.B) {
 // BenchmarkEndToEnd measures relaying: 20 sender connections inject
 // messages of 1–10 KB into mtakit (durable badger spool, KumoMTA log
 // segments), which delivers them over SMTP to a counting sink on loopback.
-// msgs/s is measured when the sink has accepted every message.
+// msgs/s is measured when the sink has accepted every message. The
+// shaper is a Go function, or KumoMTA's community shaping.toml with a
+// local override of high limits (its lookups, throttles and automation
+// rules in the path, none of them binding).
 //
 //	go test -run '^$' -bench EndToEnd -benchtime 5000x ./mta/
 func BenchmarkEndToEnd(b *testing.B) {
+	b.Run("shaper=func", func(b *testing.B) { benchEndToEnd(b, loopbackShaper(0, nil)) })
+	b.Run("shaper=shaping.toml", func(b *testing.B) {
+		override := shaping.File{Name: "local.toml", Data: []byte(`
+["default"]
+prohibited_hosts = []
+connection_limit = 32
+max_message_rate = "1000000/s"
+idle_timeout = "200ms"
+`)}
+		res := testResolver(b)
+		sh, err := shaping.Load(context.Background(), shaping.Options{LookupMX: res.MXHostNames, SiteName: egress.SiteName, Logger: quietLogger()},
+			shaping.DefaultFile(), override)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchEndToEnd(b, sh)
+	})
+}
+
+func benchEndToEnd(b *testing.B, shaper shaping.Shaper) {
 	const conns = 20
 	sink, err := smtpsink.Start(smtpsink.Options{})
 	if err != nil {
@@ -67,7 +92,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 	defer sink.Close()
 	dir := b.TempDir()
-	data, meta, err := spool.OpenBadgerPair(dir+"/spool", spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,7 +104,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	srv, err := mta.New(mta.Options{
 		Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Log: records, Logger: quietLogger(),
 		Resolver: testResolver(b),
-		Shaper:   loopbackShaper(0, nil),
+		Shaper:   shaper,
 		Policy: mta.Policy{QueueConfig: func(string, string, string, string, string) (mta.QueueConfig, error) {
 			return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
 		}},

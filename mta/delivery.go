@@ -22,21 +22,37 @@ type attemptOutcome struct {
 	tls    tlsInfo
 }
 
-// deliverOne sends m on sess and settles the outcome. It reports false
-// when the session could not send at all, leaving m untouched.
-func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySession, m *queuedMessage, proto string) bool {
+// sendResult is what became of one message handed to a session.
+type sendResult int
+
+const (
+	attempted sendResult = iota // sent (or failed in a way that counts as an attempt) and settled
+	unusable                    // the session could not send at all; m untouched
+	aborted                     // the server is stopping; m untouched and not attempted
+)
+
+// deliverOne sends m on sess and settles the outcome. A message that was
+// not tried (session unusable, server stopping before the send began)
+// keeps its state and gets no record.
+func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySession, m *queuedMessage, proto string) sendResult {
+	if s.runCtx.Err() != nil {
+		return aborted
+	}
 	data, err := s.opts.DataSpool.Load(ctx, m.id)
 	if err != nil {
-		if errors.Is(err, spool.ErrNotFound) {
+		switch {
+		case s.runCtx.Err() != nil:
+			return aborted
+		case errors.Is(err, spool.ErrNotFound):
 			// Meta without data: a store cut short by a crash before the
 			// message was acknowledged (data and meta are written in
 			// parallel), or data removed by hand. Nothing can be sent.
 			s.log.Warn("message data missing from spool (store interrupted before acknowledgement?); dropping", "id", m.id, "queue", m.queue)
 			s.retire(m)
-			return true
+		default:
+			s.settle(m, &attemptOutcome{rq: rq, proto: proto}, uniform(internalReply(451, "4.3.0", "spool load failed: "+err.Error()), len(m.meta.Recipients)))
 		}
-		s.settle(m, &attemptOutcome{rq: rq, proto: proto}, uniform(internalReply(451, "4.3.0", "spool load failed: "+err.Error()), len(m.meta.Recipients)))
-		return true
+		return attempted
 	}
 	env := &envelope{
 		id:         m.id.String(),
@@ -48,11 +64,12 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 	}
 	replies := sess.Send(ctx, env)
 	if replies == nil {
-		return false
+		return unusable
 	}
 	peer, src, ti := sess.Peer()
 	s.settle(m, &attemptOutcome{rq: rq, proto: proto, peer: peer, source: src, tls: ti}, replies)
-	return true
+	s.observe(ctx, rq, m, replies)
+	return attempted
 }
 
 // settle applies the per-recipient replies of one attempt: delivered and
@@ -163,6 +180,7 @@ func (s *Server) logOutcome(t logs.RecordType, m *queuedMessage, rcpt string, r 
 		Headers:              m.meta.Headers,
 		TLSCipher:            o.tls.cipher,
 		TLSProtocolVersion:   o.tls.version,
+		TLSPeerSubjectName:   o.tls.peerSubject,
 	}
 	if r.Command != "" {
 		rec.Response.Command = ptr(r.Command)

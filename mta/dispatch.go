@@ -32,8 +32,12 @@ func (s *Server) dispatchLoop(due <-chan *queuedMessage) {
 // source, destination site. Routing failures settle the message at once.
 func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 	now := time.Now()
+	m.heldBy = nil
 	cfg := s.queueConfig(m.queue)
-	if s.expireIfTooOld(m, cfg, now) {
+	if s.expireIfTooOld(m, cfg, now) || s.checkRules(m, now) {
+		return
+	}
+	if s.queueRateExceeded(ctx, m, cfg, now) {
 		return
 	}
 	poolName := cfg.EgressPool
@@ -45,7 +49,14 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.4", "egress pool "+poolName+" is not defined"), len(m.meta.Recipients)))
 		return
 	}
-	source := pool.Next()
+	// Each scheduled queue spreads its mail over the pool by weight on
+	// its own, when the pool can (egress.WeightedPool can).
+	var source egress.EgressSource
+	if kp, ok := pool.(egress.KeyedPool); ok {
+		source = kp.NextFor(m.queue)
+	} else {
+		source = pool.Next()
+	}
 	if source == nil {
 		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.4", "egress pool "+poolName+" has no sources"), len(m.meta.Recipients)))
 		return
@@ -61,8 +72,7 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 
 	if deliver := cfg.Protocol.Deliver; deliver != nil {
 		name := egress.ReadyQueueName(source.Name(), routing, "go")
-		rq := s.readyQueueFor(name, routing, source, poolName, funcOpener{deliver}, s.pathConfig(ctx, source.Name(), routing, routing))
-		rq.push(m)
+		s.enqueueReady(name, routing, source, poolName, funcOpener{deliver}, s.pathConfig(ctx, source.Name(), routing, routing), m)
 		return
 	}
 
@@ -78,8 +88,28 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 		return
 	}
 	name := egress.ReadyQueueName(source.Name(), plan.SiteName, "smtp_client")
-	rq := s.readyQueueFor(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan), pc)
-	rq.push(m)
+	s.enqueueReady(name, plan.SiteName, source, poolName, s.smtpOpener(source, plan, len(cfg.Protocol.MXList) == 0), pc, m)
+}
+
+// queueRateExceeded holds m back when its scheduled queue's
+// max_message_rate is used up: it is due again when the throttle says,
+// with no attempt counted.
+func (s *Server) queueRateExceeded(ctx context.Context, m *queuedMessage, cfg QueueConfig, now time.Time) bool {
+	if cfg.MaxMessageRate == "" {
+		return false
+	}
+	spec, err := shaping.ParseThrottle(cfg.MaxMessageRate)
+	if err != nil {
+		s.log.Warn("invalid queue max_message_rate; not enforced", "queue", m.queue, "spec", cfg.MaxMessageRate, "err", err)
+		return false
+	}
+	wait := s.throttleFor(spec.Local).Allow(ctx, shaping.NamedKey("queue-rate", m.queue), spec, 1)
+	if wait <= 0 {
+		return false
+	}
+	m.meta.Due = now.Add(wait)
+	s.sched.reschedule(m)
+	return true
 }
 
 // resolve returns the delivery plan for a routing domain: its MX hosts, or
@@ -146,7 +176,7 @@ func (s *Server) pathConfig(ctx context.Context, source, site, domain string) sh
 }
 
 func (s *Server) pool(name string) egress.Pool {
-	if p, ok := s.opts.EgressPools[name]; ok {
+	if p, ok := (*s.pools.Load())[name]; ok {
 		return p
 	}
 	if name == "unspecified" {

@@ -1,6 +1,20 @@
 // Package mta is mtakit's server: it composes a spool, listeners, a
 // shaper, egress sources and policy hooks into a mail transfer agent.
 //
+// # Seams
+//
+// Each part is an interface a program may implement itself: spool.Spool
+// (Options.DataSpool and MetaSpool; spool/badgerspool is the durable one),
+// shaping.Shaper (Options.Shaper; shaping.Shaping loads shaping.toml),
+// dkim.Signer (Options.Signer), egress.EgressSource and egress.Pool
+// (Options.EgressPools), and the listener domains, listener.DomainLookup
+// (listener.Config.Domains given to ListenSMTP: relay_to, log_oob,
+// log_arf, as KumoMTA's get_listener_domain). Policy holds the hooks.
+// Zero values are safe; two defaults protect production servers and
+// surprise tests: a nil shaping.PathConfig.ProhibitedHosts includes
+// loopback (see Example_deliverToLoopback) and a nil
+// listener.Config.RelayHosts lets loopback clients relay.
+//
 // # A message's path
 //
 //  1. Reception. A listener (package listener) accepts an SMTP
@@ -39,10 +53,58 @@
 //     The meta spool is updated before the in-memory state; a finished
 //     message is removed from both spools.
 //
+// # Start-up, shutdown and lifecycle guarantees
+//
 // On start, New enumerates the meta spool and schedules every message
 // with its due time and attempt count, so a crash never loses an
 // acknowledged message; it may deliver one a second time if the crash came
-// between the remote 250 and the removal (at-least-once delivery).
+// between the remote 250 and the removal (at-least-once delivery). Meta
+// that cannot be decoded is logged and left in the spool for a person;
+// a message whose meta exists but whose data is missing (never
+// acknowledged) is dropped with a warning when it is first due. In the
+// background after start-up, bodies that no meta refers to (a crash
+// between the data and the meta store of an unacknowledged reception)
+// are removed; see reclaimOrphans for the conditions.
+//
+// Shutdown stops the listeners (transactions in progress finish and are
+// acknowledged), then stops delivery: the scheduler releases nothing more
+// and no worker takes another message from a ready queue, so only the
+// attempts already in progress go on. Messages that were waiting, in the
+// scheduled or a ready queue, keep their spooled state exactly (no
+// attempt counted, no record logged) and are due again at the next start.
+// If Shutdown's context expires, or on Close, attempts in progress are
+// cut; an attempt cut after it began is logged as a TransientFailure and
+// counted, one cut before it began is not.
+//
+// A ready queue exists while it has messages or workers; the last worker
+// to leave an empty queue removes it. A worker counts itself out in the
+// same critical section in which it finds the queue empty, so a message
+// pushed concurrently always finds a worker. A ready queue that has work
+// but finishes no attempt for Options.StallTimeout (default 10 minutes)
+// is considered stalled: its sessions are cancelled and its waiting
+// messages get a TransientFailure and go back to the scheduled queue, so
+// max_age holds even against a peer that accepts and never answers
+// (KumoMTA's issue 539). Messages waiting in a ready queue past their
+// max_age expire there too.
+//
+// # Shaping, throttles and automation
+//
+// The Shaper (shaping.Shaping loads KumoMTA's shaping.toml) gives each
+// ready queue its path config. Options.Throttle enforces the limits by
+// key: connection_limit and additional_connection_limits as slots held for
+// a session's life (fleet-wide with shaping/redisthrottle; the local
+// worker count enforces connection_limit in any case, and "local:"
+// limits stay per process), max_connection_rate before each connection,
+// max_message_rate and additional_message_rate_throttles before each
+// message. A worker waits for these without counting an attempt. Large
+// recipient lists go out in transactions of max_recipients_per_batch,
+// and recipients refused with 452 "too many recipients" go again in the
+// next transaction of the same attempt. Every response of an attempt goes
+// to Shaper.Observe: Suspend and SetConfig actions re-read the path config
+// (a suspended ready queue gives its waiting messages back with a
+// transient failure), SuspendTenant/SuspendCampaign become scheduled-queue
+// suspensions and Bounce/BounceTenant/BounceCampaign bounce rules (see
+// SuspendQueues and BounceQueues, which are also the admin API).
 //
 // # Compatibility with KumoMTA, and deviations
 //
@@ -50,11 +112,13 @@
 // texts, log record fields and the X-KumoRef header follow KumoMTA. Known
 // differences: queue config and path config are asked for on every
 // routing decision instead of being cached with refresh_interval (the Go
-// hooks are cheap; luapolicy will memoize); the ready queue does not yet
-// split batches by max_recipients_per_batch; connection failures give the
-// message taken for the connection a TransientFailure, and only after
-// consecutive_connection_failures_before_delay failures does the whole
-// ready queue get one, without KumoMTA's ready-queue delay state;
-// admin suspension, bounce and rebind APIs, throttles shared across nodes
-// and automation actions from Shaper.Observe are not wired yet.
+// hooks are cheap, shaping.Shaping caches, luapolicy memoizes);
+// connection failures give the message taken for the connection a
+// TransientFailure, and after consecutive_connection_failures_before_delay
+// failures in a row every message waiting in the ready queue gets one
+// (KumoMTA's ready-queue delay); a message held by a scheduled-queue
+// suspension keeps its spooled due time, so after a restart it meets the
+// rules then in force (suspensions and bounce rules live in memory, as in
+// KumoMTA). Suspended paths charge an attempt each time a message comes
+// due while the suspension lasts.
 package mta

@@ -132,7 +132,7 @@ func TestDeliveryOverTLSReusesConnection(t *testing.T) {
 		t.Errorf("sink stats %+v: want 5 TLS messages on one connection", st)
 	}
 	for _, d := range e.testServer.sink.ofType(logs.Delivery) {
-		if d.TLSCipher == "" || d.TLSProtocolVersion == "" || d.PeerAddress == nil {
+		if d.TLSCipher == "" || d.TLSProtocolVersion == "" || len(d.TLSPeerSubjectName) == 0 || d.PeerAddress == nil {
 			t.Errorf("delivery record lacks TLS details: %+v", d)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"net/smtp"
 
 	"github.com/mtakit/mtakit/listener"
@@ -11,7 +12,7 @@ import (
 	"github.com/mtakit/mtakit/spool"
 )
 
-// A server built in code: in-memory spools (use spool.OpenBadger for a
+// A server built in code: in-memory spools (use badgerspool.Open for a
 // durable one), a listener on a free loopback port, and a policy hook that
 // puts every message into a tenant's queue.
 func Example() {
@@ -19,7 +20,7 @@ func Example() {
 		Hostname:  "mx.example.com",
 		DataSpool: spool.NewMemory(),
 		MetaSpool: spool.NewMemory(),
-		Logger:    quietLogger(),
+		Logger:    slog.New(slog.DiscardHandler),
 		// Queue without sending, so the example makes no connections.
 		HoldDelivery: true,
 		Policy: mta.Policy{
@@ -48,7 +49,7 @@ func Example() {
 
 // Inject spools a message without SMTP, one message per recipient.
 func ExampleServer_Inject() {
-	srv, err := mta.New(mta.Options{DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory(), Logger: quietLogger(), HoldDelivery: true})
+	srv, err := mta.New(mta.Options{DataSpool: spool.NewMemory(), MetaSpool: spool.NewMemory(), Logger: slog.New(slog.DiscardHandler), HoldDelivery: true})
 	if err != nil {
 		log.Fatal(err)
 	}

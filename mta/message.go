@@ -33,6 +33,7 @@ type Message struct {
 	recipients []string
 	meta       map[string]any
 	data       []byte
+	prefix     []byte // header fields prepended to data, not yet joined (see PrependRaw)
 }
 
 // ID returns the spool ID assigned to the message.
@@ -67,10 +68,13 @@ func (m *Message) SetMeta(key string, value any) {
 }
 
 // Data returns the complete message, header and body, CRLF line endings.
-func (m *Message) Data() []byte { return m.data }
+func (m *Message) Data() []byte {
+	m.flatten()
+	return m.data
+}
 
 // SetData replaces the message content.
-func (m *Message) SetData(data []byte) { m.data = data }
+func (m *Message) SetData(data []byte) { m.prefix, m.data = nil, data }
 
 // PrependHeader adds a header field at the top of the message. value may
 // contain folded lines ("\r\n\t...").
@@ -80,15 +84,42 @@ func (m *Message) PrependHeader(name, value string) {
 
 // PrependRaw adds raw, CRLF-terminated header fields at the top of the
 // message (for example DKIM-Signature fields from a dkim.Signer).
+//
+// The fields are kept apart from the received data until the complete
+// message is needed, so the trace and signature fields added to each of
+// a transaction's messages cost one copy of the data, not one per field.
 func (m *Message) PrependRaw(fields []byte) {
-	out := make([]byte, 0, len(fields)+len(m.data))
-	out = append(out, fields...)
-	m.data = append(out, m.data...)
+	p := make([]byte, 0, len(fields)+len(m.prefix))
+	m.prefix = append(append(p, fields...), m.prefix...)
+}
+
+// flatten joins the prepended fields and the data.
+func (m *Message) flatten() {
+	if len(m.prefix) == 0 {
+		return
+	}
+	out := make([]byte, 0, len(m.prefix)+len(m.data))
+	m.data = append(append(out, m.prefix...), m.data...)
+	m.prefix = nil
+}
+
+// size is len(m.Data()) without joining.
+func (m *Message) size() int { return len(m.prefix) + len(m.data) }
+
+// RemoveHeader removes every header field called name (ASCII
+// case-insensitive), continuation lines included; the body and the other
+// fields are kept byte for byte.
+func (m *Message) RemoveHeader(name string) {
+	m.flatten()
+	m.data = removeHeader(m.data, name)
 }
 
 // Header returns the unfolded value of the first header field called name
 // (case-insensitive), and whether there was one.
 func (m *Message) Header(name string) (string, bool) {
+	if v, ok := headerValue(m.prefix, name); ok {
+		return v, true
+	}
 	return headerValue(m.data, name)
 }
 
@@ -198,4 +229,46 @@ func asciiEqualFold(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+// removeHeader returns msg without any header field called name (ASCII
+// case-insensitive), continuation lines included; the body and the other
+// fields are kept byte for byte. msg has CRLF line ends.
+func removeHeader(msg []byte, name string) []byte {
+	var out []byte
+	rest := msg
+	pos := 0
+	removing := false
+	for len(rest) > 0 {
+		end := bytes.Index(rest, []byte("\r\n"))
+		if end < 0 {
+			end = len(rest)
+		} else {
+			end += 2
+		}
+		line := rest[:end]
+		if bytes.Equal(line, []byte("\r\n")) {
+			break // end of the header block
+		}
+		switch {
+		case line[0] == ' ' || line[0] == '\t':
+			// continuation: follows its field
+		default:
+			colon := bytes.IndexByte(line, ':')
+			removing = colon > 0 && asciiEqualFold(bytes.TrimRight(line[:colon], " \t"), name)
+		}
+		if removing {
+			if out == nil {
+				out = append(make([]byte, 0, len(msg)), msg[:pos]...)
+			}
+		} else if out != nil {
+			out = append(out, line...)
+		}
+		pos += end
+		rest = rest[end:]
+	}
+	if out == nil {
+		return msg
+	}
+	return append(out, msg[pos:]...)
 }

@@ -17,6 +17,9 @@ type queuedMessage struct {
 	queue string
 	meta  *storedMeta
 	index int // position in the due heap; -1 when not scheduled
+	// heldBy is the suspension that holds the message, if any, so that
+	// lifting it early releases exactly its messages.
+	heldBy *QueueRule
 }
 
 // dueHeap orders scheduled messages by due time.
@@ -146,6 +149,52 @@ func (s *scheduler) run(stop <-chan struct{}, out chan<- *queuedMessage) {
 			return
 		}
 	}
+}
+
+// takeMatching removes the scheduled (waiting) messages that pick selects
+// from the heap and returns them; they stay live and are owned by the
+// caller.
+func (s *scheduler) takeMatching(pick func(*queuedMessage) bool) []*queuedMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*queuedMessage
+	keep := s.heap[:0]
+	for _, m := range s.heap {
+		if pick(m) {
+			m.index = -1
+			out = append(out, m)
+		} else {
+			m.index = len(keep)
+			keep = append(keep, m)
+		}
+	}
+	clear(s.heap[len(keep):])
+	s.heap = keep
+	heap.Init(&s.heap)
+	return out
+}
+
+// releaseMatching makes the scheduled messages that pick selects due now.
+func (s *scheduler) releaseMatching(pick func(*queuedMessage) bool) {
+	s.mu.Lock()
+	now := time.Now()
+	for _, m := range s.heap {
+		if pick(m) && m.meta.Due.After(now) {
+			m.meta.Due = now
+			m.heldBy = nil
+		}
+	}
+	heap.Init(&s.heap)
+	s.mu.Unlock()
+	s.poke()
+}
+
+// isLive reports whether id is a message the scheduler knows.
+func (s *scheduler) isLive(id spool.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.live[id]
+	return ok
 }
 
 func (s *scheduler) count() int {

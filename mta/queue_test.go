@@ -200,3 +200,38 @@ func TestRetryStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart: deliveries %+v, attempt %d", d, attempt)
 	}
 }
+
+// A scheduled queue's max_message_rate paces its release for delivery
+// (held messages wait without an attempt being counted).
+func TestQueueMaxMessageRate(t *testing.T) {
+	var mu sync.Mutex
+	var at []time.Time
+	deliver := func(_ context.Context, d *mta.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if d.Attempt != 1 {
+			t.Errorf("attempt %d, want every message delivered on its first", d.Attempt)
+		}
+		at = append(at, time.Now())
+		return nil
+	}
+	ts := startServer(t, spool.NewMemory(), spool.NewMemory(), func(o *mta.Options, _ *listener.Config) {
+		o.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
+			return mta.QueueConfig{MaxMessageRate: "20/s,max_burst=1", Protocol: mta.Protocol{Deliver: deliver}}, nil
+		}
+	})
+	const n = 21
+	for range n {
+		if _, err := ts.srv.Inject(context.Background(), &mta.Submission{Sender: "s@example.com", Recipients: []string{"r@dest.example"}, Data: []byte("Subject: x\r\n\r\nx\r\n")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.srv.ReleaseDelivery()
+	waitFor(t, "all delivered", 10*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	span := at[len(at)-1].Sub(at[0])
+	if rate := float64(n-1) / span.Seconds(); rate > 22 || rate < 15 {
+		t.Errorf("%d messages over %v: %.1f/s, want about 20/s", n, span, rate)
+	}
+}

@@ -26,6 +26,12 @@ type QueueConfig struct {
 	// MaxAge is how long a message may stay queued before it expires
 	// (default 7 days).
 	MaxAge time.Duration
+	// MaxMessageRate, a throttle spec such as "100/s" (make_queue_config
+	// max_message_rate), bounds how fast messages of this scheduled queue
+	// are released for delivery; beyond it they wait, without an attempt
+	// being counted. Enforced through Options.Throttle, so a fleet sharing
+	// a Redis throttle shares the rate. "" means unlimited.
+	MaxMessageRate string
 	// EgressPool names the pool of egress sources to send from;
 	// "" means the built-in "unspecified" pool of one default source.
 	EgressPool string

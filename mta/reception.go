@@ -110,6 +110,9 @@ func (h smtpHandler) HandleMessage(ctx context.Context, lm *listener.Message) ([
 		}
 	}
 	r.batches = batchRecipients(lm.Recipients, lm.BatchHandling)
+	if hasReportDomain(lm.Recipients) { // OOB / ARF reports: see oob.go
+		return h.s.receiveReports(ctx, r, lm.Recipients)
+	}
 	ids, err := h.s.receive(ctx, r)
 	if err != nil {
 		return nil, err
@@ -165,41 +168,80 @@ func batchRecipients(rcpts []listener.Recipient, mode listener.BatchHandling) []
 	return out
 }
 
+// storeWindow bounds how many messages of one reception are prepared and
+// being stored at once. Each holds its own copy of the data (trace and
+// signature headers are prepended), so a transaction's memory is about
+// (1 + storeWindow) times its size whatever its recipient count, while the
+// stores in the window still share group commits.
+const storeWindow = 8
+
 // receive turns a reception into spooled, queued, logged messages. It
 // returns only when every message is durable, or an error after removing
-// whatever it stored, so a failure leaves nothing half-written.
+// whatever it stored, so a failure leaves nothing half-written. Messages
+// are prepared in recipient order (policy hooks run one at a time) and
+// stored up to storeWindow at a time; a stored message keeps only its size.
 func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) {
-	msgs := make([]*Message, len(r.batches))
-	for i, rcpts := range r.batches {
+	if err := s.space.check(); err != nil {
+		return nil, err
+	}
+	type stored struct {
+		m    *Message
+		meta *storedMeta
+		size int
+	}
+	out := make([]stored, 0, len(r.batches))
+	storeStart := time.Now() // preparing and storing overlap: both are timed
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		storeErr error
+		window   = make(chan struct{}, storeWindow)
+		prepErr  error
+	)
+	for _, rcpts := range r.batches {
+		mu.Lock()
+		failed := storeErr != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
 		m, err := s.prepare(ctx, r, rcpts)
 		if err != nil {
-			return nil, err
+			prepErr = err
+			break
 		}
-		msgs[i] = m
-	}
-
-	metas := make([]*storedMeta, len(msgs))
-	errs := make([]error, len(msgs))
-	var wg sync.WaitGroup
-	for i, m := range msgs {
-		metas[i] = &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
-		wg.Go(func() { errs[i] = s.store(ctx, m, metas[i]) })
+		meta := &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
+		out = append(out, stored{m: m, meta: meta, size: m.size()})
+		window <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-window }()
+			if err := s.store(ctx, m, meta); err != nil {
+				mu.Lock()
+				storeErr = errors.Join(storeErr, err)
+				mu.Unlock()
+			}
+			m.data, m.prefix = nil, nil // durable now; keep only what scheduling and the log need
+		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, m := range msgs {
-			s.unstore(m.id)
+	if prepErr != nil || storeErr != nil {
+		for _, st := range out {
+			s.unstore(st.m.id)
 		}
-		s.log.Error("spool write failed; transaction refused", "err", err)
+		if prepErr != nil {
+			return nil, prepErr
+		}
+		s.log.Error("spool write failed; transaction refused", "err", storeErr)
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
 	}
+	s.observeSpooled(time.Since(storeStart), len(out))
 
-	ids := make([]spool.ID, len(msgs))
+	ids := make([]spool.ID, len(out))
 	now := time.Now()
-	for i, m := range msgs {
-		ids[i] = m.id
-		qm := &queuedMessage{id: m.id, queue: m.QueueName(), meta: metas[i]}
-		s.logReception(r, m, qm.queue, metas[i], now)
+	for i, st := range out {
+		ids[i] = st.m.id
+		qm := &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
+		s.logReception(r, st.m, st.size, qm.queue, st.meta, now)
 		s.sched.add(qm)
 	}
 	return ids, nil
@@ -226,7 +268,7 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 		}
 	}
 	if s.opts.Signer != nil {
-		sig, err := s.opts.Signer.Sign(m.data)
+		sig, err := s.opts.Signer.Sign(m.Data())
 		if err != nil {
 			return nil, policyError(fmt.Errorf("mta: dkim sign %s: %w", m.id, err))
 		}
@@ -248,7 +290,8 @@ func (s *Server) store(ctx context.Context, m *Message, meta *storedMeta) error 
 	}
 	var dataErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { dataErr = s.opts.DataSpool.Store(ctx, m.id, m.data) })
+	data := m.Data()
+	wg.Go(func() { dataErr = s.opts.DataSpool.Store(ctx, m.id, data) })
 	metaErr := s.opts.MetaSpool.Store(ctx, m.id, b)
 	wg.Wait()
 	return errors.Join(dataErr, metaErr)
@@ -266,14 +309,14 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, queue string, meta *storedMeta, now time.Time) {
+func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
 		Sender:               m.sender,
 		Recipient:            m.recipients,
 		Queue:                queue,
-		Size:                 int64(len(m.data)),
+		Size:                 int64(size),
 		Response:             logResponse(250, smtp.EnhancedCode{2, 0, 0}, "OK ids="+m.id.String()),
 		NumAttempts:          0,
 		BounceClassification: "Uncategorized",

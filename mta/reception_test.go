@@ -16,11 +16,12 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 func openBadger(t *testing.T, dir string) spool.Spool {
 	t.Helper()
-	s, err := spool.OpenBadger(dir, spool.BadgerOptions{Logger: quietLogger()})
+	s, err := badgerspool.Open(dir, badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

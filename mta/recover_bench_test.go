@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/mtakit/mtakit/mta"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 // BenchmarkRecovery measures New on a badger spool pair holding 50 000
@@ -17,7 +17,7 @@ import (
 func BenchmarkRecovery(b *testing.B) {
 	const n = 50000
 	dir := b.TempDir()
-	data, meta, err := spool.OpenBadgerPair(dir, spool.BadgerOptions{Logger: quietLogger()})
+	data, meta, err := badgerspool.OpenPair(dir, badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func BenchmarkRecovery(b *testing.B) {
 	srv.Close()
 	b.ResetTimer()
 	for range b.N {
-		data, meta, err := spool.OpenBadgerPair(dir, spool.BadgerOptions{Logger: quietLogger()})
+		data, meta, err := badgerspool.OpenPair(dir, badgerspool.Options{Logger: quietLogger()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime"
@@ -56,6 +57,19 @@ type Options struct {
 	// Shaper supplies the egress path configuration per destination;
 	// default: shaping.Default() for every path.
 	Shaper shaping.Shaper
+	// Throttle enforces the shaper's limits (connection_limit,
+	// max_connection_rate, max_message_rate and the additional_* limits)
+	// by key. The default is a shaping.LocalThrottle, limits per process;
+	// pass a shared one (package shaping/redisthrottle) to make a fleet of
+	// servers respect one limit. Specs marked "local:" always use a
+	// process-local throttle.
+	Throttle shaping.Throttle
+	// MTASTS supplies MTA-STS policies (RFC 8461) for destinations whose
+	// path config enables them (enable_mta_sts, on by default as in
+	// KumoMTA); nil means an egress.MTASTS on the Resolver. DANE applies
+	// where enable_dane is set and the Resolver trusts the AD bit
+	// (egress.ResolverOptions.TrustAD).
+	MTASTS egress.MTASTSSource
 	// Resolver resolves MX and host names for delivery; default: the
 	// servers of /etc/resolv.conf.
 	Resolver *egress.Resolver
@@ -73,6 +87,34 @@ type Options struct {
 	// the envelope sender of every bounced or expired recipient (never for
 	// the null reverse-path). Off by default, as in KumoMTA.
 	DSN bool
+	// ReceptionMemory bounds the bytes of message data that SMTP
+	// receptions hold at once, across the server's listeners; beyond it a
+	// transaction is deferred with 452 4.3.1 instead of the process
+	// growing (see listener.Budget). A transaction also holds up to about
+	// 8 prepared copies of its message while they are stored. Default: a
+	// quarter of the memory limit (cgroup memory.max, else physical
+	// memory); negative means no limit.
+	ReceptionMemory int64
+
+	// MinFreeSpacePercent and MinFreeInodesPercent are how much of the
+	// spools' filesystem must stay free for mail to be accepted (checked
+	// for spools implementing spool.SpaceReporter, as badgerspool does);
+	// below, receptions get 452 4.3.1 until space returns, while delivery
+	// goes on and frees it. Defaults 10 and 10, as KumoMTA's
+	// min_free_space and min_free_inodes; negative disables.
+	MinFreeSpacePercent  float64
+	MinFreeInodesPercent float64
+
+	// StallTimeout bounds how long a ready queue (the messages for one
+	// destination site from one egress source) may go without finishing
+	// an attempt while it has work. Past it, the queue's sessions are
+	// cancelled and its waiting messages go back to the scheduled queue
+	// with a transient failure, so a peer that accepts connections and
+	// never answers cannot hold mail beyond max_age. Default
+	// DefaultStallTimeout (10 minutes); keep it above the longest
+	// legitimate transaction (the per-phase timeouts of the path config).
+	StallTimeout time.Duration
+
 	// HoldDelivery starts the server with delivery held: mail is received
 	// and queued but not sent until ReleaseDelivery is called.
 	HoldDelivery bool
@@ -113,17 +155,31 @@ type Server struct {
 	nodeID string
 	sched  *scheduler
 
-	shaper      shaping.Shaper
-	resolver    *egress.Resolver
-	defaultPool egress.Pool
+	pools         atomic.Pointer[map[string]egress.Pool] // see SetEgressPools
+	shaper        shaping.Shaper
+	throttle      shaping.Throttle
+	localThrottle *shaping.LocalThrottle
+	resolver      *egress.Resolver
+	mtasts        egress.MTASTSSource
+	brokenTLS     *egress.BrokenTLS
+	defaultPool   egress.Pool
 
 	runCtx   context.Context // cancelled by Close to abort deliveries
 	cancel   context.CancelFunc
 	stopping chan struct{} // closed when delivery stops
 	workers  sync.WaitGroup
 
-	readyMu sync.Mutex
-	ready   map[string]*readyQueue
+	rules  queueRules       // admin and automation suspensions and bounces
+	space  *spaceGuard      // refuses mail while the spools' disk is full
+	budget *listener.Budget // reception memory, shared by the listeners
+
+	// Hooks for the operations surface (readyhold.go, observe.go).
+	readyHolds readyHolds               // admin ready-queue suspensions
+	observer   atomic.Pointer[Observer] // see SetObserver
+
+	readyMu      sync.Mutex
+	ready        map[string]*readyQueue
+	stallTimeout time.Duration
 
 	mu        sync.Mutex
 	listeners []*listener.Listener
@@ -164,12 +220,39 @@ func New(opts Options) (*Server, error) {
 	if s.shaper == nil {
 		s.shaper = defaultShaper
 	}
+	pools := maps.Clone(opts.EgressPools)
+	s.pools.Store(&pools)
+	s.localThrottle = shaping.NewLocalThrottle()
+	s.throttle = opts.Throttle
+	if s.throttle == nil {
+		s.throttle = s.localThrottle
+	}
 	if s.resolver == nil {
 		r, err := egress.NewResolver(egress.ResolverOptions{Logger: s.log})
 		if err != nil {
 			return nil, fmt.Errorf("mta: default resolver: %w", err)
 		}
 		s.resolver = r
+	}
+	s.mtasts = opts.MTASTS
+	if s.mtasts == nil {
+		m, err := egress.NewMTASTS(egress.MTASTSOptions{Resolver: s.resolver, Logger: s.log})
+		if err != nil {
+			return nil, fmt.Errorf("mta: MTA-STS: %w", err)
+		}
+		s.mtasts = m
+	}
+	s.brokenTLS = egress.NewBrokenTLS(nil)
+	switch {
+	case opts.ReceptionMemory == 0:
+		s.budget = listener.NewBudget(defaultReceptionMemory())
+	case opts.ReceptionMemory > 0:
+		s.budget = listener.NewBudget(opts.ReceptionMemory)
+	}
+	s.space = newSpaceGuard(s, opts)
+	s.stallTimeout = opts.StallTimeout
+	if s.stallTimeout <= 0 {
+		s.stallTimeout = DefaultStallTimeout
 	}
 	s.defaultPool = egress.NewPool("unspecified", egress.WeightedSource{Source: egress.DefaultSource()})
 	s.runCtx, s.cancel = context.WithCancel(context.Background())
@@ -178,19 +261,30 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	due := make(chan *queuedMessage)
-	s.workers.Add(1 + dispatchers)
+	s.workers.Add(3 + dispatchers)
+	go s.reclaimOrphans()
 	go func() {
 		defer s.workers.Done()
 		s.sched.run(s.stopping, due)
 	}()
+	go s.stallLoop()
 	for range dispatchers {
 		go s.dispatchLoop(due)
 	}
 	return s, nil
 }
 
-// ReleaseDelivery starts delivering queued mail after HoldDelivery or
-// HoldDelivery being called.
+// SetEgressPools replaces the egress pools (Options.EgressPools), for a
+// configuration reload. Messages are bound to a source only when they are
+// dispatched, so a source that left a pool gets no new mail, while what
+// is already in its ready queues is delivered (or retried) as before.
+func (s *Server) SetEgressPools(pools map[string]egress.Pool) {
+	p := maps.Clone(pools)
+	s.pools.Store(&p)
+}
+
+// ReleaseDelivery starts delivering queued mail held by
+// Options.HoldDelivery or by a call of HoldDelivery.
 func (s *Server) ReleaseDelivery() { s.sched.setHeld(false) }
 
 // HoldDelivery stops releasing queued mail for delivery; deliveries in
@@ -246,6 +340,9 @@ func (s *Server) recover(ctx context.Context) error {
 func (s *Server) ListenSMTP(cfg listener.Config) (net.Addr, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = s.opts.Hostname
+	}
+	if cfg.Budget == nil {
+		cfg.Budget = s.budget
 	}
 	l, err := listener.Listen(cfg, smtpHandler{s}, s.log)
 	if err != nil {
@@ -305,8 +402,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(append(errs, s.closeStores())...)
 }
 
-// stopDelivery stops the scheduler and lets deliveries in progress finish
-// until ctx expires, when they are aborted (their messages stay spooled).
+// stopDelivery stops delivery: the scheduler releases nothing more and
+// workers take no further message from their ready queues, so only the
+// attempts in progress go on. They may finish until ctx expires; then they
+// are aborted (an attempt cut this way is logged as a transient failure).
+// Messages that were waiting stay in the spool with their state untouched.
 func (s *Server) stopDelivery(ctx context.Context) {
 	close(s.stopping)
 	done := make(chan struct{})
@@ -318,6 +418,15 @@ func (s *Server) stopDelivery(ctx context.Context) {
 		<-done
 	}
 	s.cancel()
+}
+
+func (s *Server) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // Close stops the listeners immediately, cutting connections, and closes
@@ -337,8 +446,9 @@ func (s *Server) Close() error {
 		errs = append(errs, l.Close())
 	}
 	s.serving.Wait()
-	s.cancel()
-	s.stopDelivery(context.Background())
+	aborted, abort := context.WithCancel(context.Background())
+	abort()
+	s.stopDelivery(aborted) // stop taking work first, then abort what is in progress
 	return errors.Join(append(errs, s.closeStores())...)
 }
 

@@ -1,12 +1,8 @@
 package shaping_test
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"log"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/mtakit/mtakit/egress"
@@ -24,24 +20,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	opts := shaping.Options{
-		LookupMX: func(ctx context.Context, domain string) ([]string, error) {
-			plan, err := res.ResolveMX(ctx, domain)
-			if errors.Is(err, egress.ErrNullMX) {
-				return nil, shaping.ErrNullMX
-			}
-			if err != nil {
-				return nil, err
-			}
-			hosts := slices.Clone(plan.Hosts)
-			slices.SortStableFunc(hosts, func(a, b egress.MXHost) int {
-				return cmp.Or(cmp.Compare(a.Preference, b.Preference), strings.Compare(a.Name, b.Name))
-			})
-			names := make([]string, len(hosts))
-			for i, h := range hosts {
-				names[i] = h.Name
-			}
-			return names, nil
-		},
+		LookupMX: res.MXHostNames, // by preference, null MX as shaping.ErrNullMX
 		SiteName: egress.SiteName,
 		DNSFail:  shaping.Warn,
 	}

@@ -159,7 +159,8 @@ connect_timeout = "1m 30s"
 tls_certificate = {key_data = "PEM"}
 `))
 	c := pathConfig(t, s, "s", "site", "example.org")
-	if c.Other["enable_dane"] != true || c.Other["reconnect_strategy"] != "TerminateSession" || c.Other["tls_certificate"] == nil {
+	if !c.EnableDANE || c.Other["reconnect_strategy"] != "TerminateSession" || c.TLSCertificate == nil ||
+		c.TLSCertificate.KeyData != "PEM" || !c.EnableMTASTS {
 		t.Errorf("Other = %v", c.Other)
 	}
 	if fmtAny(c.ProhibitedHosts) != "[10.0.0.0/8 192.0.2.1/32]" || fmtAny(c.SkipHosts) != "[::1/128]" {

@@ -51,17 +51,33 @@ func init() {
 	p["additional_connection_limits"] = param{check: limitMapValue, mergeable: true,
 		apply: func(c *PathConfig, v any) { c.AdditionalConnectionLimits = v.(map[string]LimitSpec) }}
 	p["enable_tls"] = param{check: tlsValue, apply: func(c *PathConfig, v any) { c.EnableTLS = v.(TLSMode) }}
-	p["enable_mta_sts"] = boolean
-	p["enable_dane"] = boolean
+	flag := func(set func(*PathConfig, bool)) param {
+		return param{check: boolValue, apply: func(c *PathConfig, v any) { set(c, v.(bool)) }}
+	}
+	keySource := func(set func(*PathConfig, *KeySource)) param {
+		return param{check: keySourceValue, apply: func(c *PathConfig, v any) { set(c, keySourceOf(v)) }}
+	}
+	str := func(check func(any) (any, error), set func(*PathConfig, string)) param {
+		return param{check: check, apply: func(c *PathConfig, v any) { set(c, v.(string)) }}
+	}
+	p["enable_mta_sts"] = flag(func(c *PathConfig, b bool) { c.EnableMTASTS = b })
+	p["enable_dane"] = flag(func(c *PathConfig, b bool) { c.EnableDANE = b })
 	p["enable_pipelining"] = boolean
 	p["enable_rset"] = boolean
 	p["tls_prefer_openssl"] = boolean
-	p["tls_certificate"] = other(keySourceValue)
-	p["tls_private_key"] = other(keySourceValue)
-	p["openssl_cipher_list"] = optString
+	p["tls_certificate"] = keySource(func(c *PathConfig, k *KeySource) { c.TLSCertificate = k })
+	p["tls_private_key"] = keySource(func(c *PathConfig, k *KeySource) { c.TLSPrivateKey = k })
+	p["openssl_cipher_list"] = str(stringValue, func(c *PathConfig, s string) { c.OpenSSLCipherList = s })
 	p["openssl_cipher_suites"] = optString
-	p["openssl_options"] = other(opensslOptionsValue)
-	p["rustls_cipher_suites"] = other(stringListValue)
+	p["openssl_options"] = str(opensslOptionsValue, func(c *PathConfig, s string) { c.OpenSSLOptions = s })
+	p["rustls_cipher_suites"] = param{check: stringListValue, apply: func(c *PathConfig, v any) {
+		list := v.([]any)
+		out := make([]string, len(list))
+		for i, e := range list {
+			out[i] = e.(string)
+		}
+		c.RustlsCipherSuites = out
+	}}
 	p["connect_timeout"] = dur(func(c *PathConfig, d time.Duration) { c.ConnectTimeout = d })
 	p["banner_timeout"] = dur(func(c *PathConfig, d time.Duration) { c.BannerTimeout = d })
 	p["ehlo_timeout"] = dur(func(c *PathConfig, d time.Duration) { c.EHLOTimeout = d })
@@ -79,10 +95,12 @@ func init() {
 		c.ConsecutiveConnectionFailuresBeforeDelay = n
 	})
 	p["smtp_port"] = count(65535, func(c *PathConfig, n int) { c.SMTPPort = n })
-	p["smtp_auth_plain_username"] = optString
-	p["smtp_auth_plain_password"] = other(keySourceValue)
-	p["allow_smtp_auth_plain_without_tls"] = boolean
-	p["allow_smtp_auth_plain_without_valid_certificate"] = boolean
+	p["smtp_auth_plain_username"] = str(stringValue, func(c *PathConfig, s string) { c.SMTPAuthPlainUsername = s })
+	p["smtp_auth_plain_password"] = keySource(func(c *PathConfig, k *KeySource) { c.SMTPAuthPlainPassword = k })
+	p["allow_smtp_auth_plain_without_tls"] = flag(func(c *PathConfig, b bool) { c.AllowSMTPAuthPlainWithoutTLS = b })
+	p["allow_smtp_auth_plain_without_valid_certificate"] = flag(func(c *PathConfig, b bool) {
+		c.AllowSMTPAuthPlainWithoutValidCertificate = b
+	})
 	p["max_message_rate"] = throttle(func(c *PathConfig, s string) { c.MaxMessageRate = s })
 	p["additional_message_rate_throttles"] = param{check: throttleMapValue, mergeable: true,
 		apply: func(c *PathConfig, v any) { c.AdditionalMessageRateThrottles = v.(map[string]string) }}
@@ -108,7 +126,9 @@ func init() {
 	p["maintainer_wakeup_strategy"] = enum("Aggressive", "Relaxed")
 	p["provider_name"] = param{check: stringValue, apply: func(c *PathConfig, v any) { c.ProviderName = v.(string) }}
 	p["remember_broken_tls"] = dur(func(c *PathConfig, d time.Duration) { c.RememberBrokenTLS = d })
-	p["opportunistic_tls_reconnect_on_failed_handshake"] = boolean
+	p["opportunistic_tls_reconnect_on_failed_handshake"] = flag(func(c *PathConfig, b bool) {
+		c.OpportunisticTLSReconnectOnFailedHandshake = b
+	})
 	p["use_lmtp"] = boolean
 	p["reconnect_strategy"] = enum("TerminateSession", "ReconnectSameHost", "ConnectNextHost")
 	p["readyq_pool_name"] = optString

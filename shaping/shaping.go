@@ -48,8 +48,10 @@
 //   - Only TOML files are read (no JSON, no HTTP sources).
 //   - A later provider block's provider_max_message_rate replaces an
 //     earlier one's (KumoMTA's provider merge forgets it).
-//   - Keys mtakit does not act on (enable_dane, use_lmtp, ...) are kept in
-//     PathConfig.Other.
+//   - Keys mtakit does not act on (use_lmtp, tls_prefer_openssl, ...) are
+//     kept in PathConfig.Other.
+//   - Key sources ([KeySource]) are read from files and key_data only;
+//     the Vault and event forms load but fail when the secret is needed.
 //   - A provider block matching on MX host names does not match a null-MX
 //     domain.
 package shaping
@@ -111,8 +113,16 @@ type PathConfig struct {
 
 	MaxRecipientsPerBatch                    int
 	ConsecutiveConnectionFailuresBeforeDelay int
-	ProhibitedHosts                          []netip.Prefix
-	SkipHosts                                []netip.Prefix
+	// ProhibitedHosts are destination networks mtakit refuses to deliver
+	// to: an MX resolving there is a permanent failure ("... is on the
+	// list of prohibited_hosts"), as in KumoMTA. nil means KumoMTA's
+	// default, 127.0.0.0/8, ::1, 0.0.0.0 and :: — so delivery to an SMTP
+	// server on loopback (a local sink, a test) bounces until this is an
+	// empty, non-nil slice: []netip.Prefix{}.
+	ProhibitedHosts []netip.Prefix
+	// SkipHosts are destination networks whose MX addresses are skipped
+	// (the next one is tried); nil means none.
+	SkipHosts []netip.Prefix
 	// Suspended is set while an automation rule's Suspend action is in
 	// force for the path (source, site): deliver nothing until it expires.
 	Suspended    bool
@@ -147,8 +157,47 @@ type PathConfig struct {
 	// shutdown (system_shutdown_timeout); 0 means the server's default.
 	SystemShutdownTimeout time.Duration
 
+	// Transport security. Package egress documents how each applies.
+
+	// EnableMTASTS lets the destination's MTA-STS policy raise (enforce)
+	// or set (testing) the TLS mode (enable_mta_sts; default true).
+	EnableMTASTS bool
+	// EnableDANE applies the DANE TLSA records of DNSSEC-secure MX hosts
+	// (enable_dane; default false).
+	EnableDANE bool
+	// OpportunisticTLSReconnectOnFailedHandshake reconnects in clear text
+	// to a host whose STARTTLS handshake failed in an Opportunistic mode
+	// (opportunistic_tls_reconnect_on_failed_handshake).
+	OpportunisticTLSReconnectOnFailedHandshake bool
+	// SMTPAuthPlainUsername, when set, makes every connection of the path
+	// authenticate with AUTH PLAIN (smtp_auth_plain_username) using
+	// SMTPAuthPlainPassword (smtp_auth_plain_password; nil means an empty
+	// password).
+	SMTPAuthPlainUsername string
+	SMTPAuthPlainPassword *KeySource
+	// AllowSMTPAuthPlainWithoutTLS permits sending the credentials over a
+	// connection without TLS (allow_smtp_auth_plain_without_tls).
+	AllowSMTPAuthPlainWithoutTLS bool
+	// AllowSMTPAuthPlainWithoutValidCertificate permits sending them over
+	// TLS whose peer certificate was not verified
+	// (allow_smtp_auth_plain_without_valid_certificate).
+	AllowSMTPAuthPlainWithoutValidCertificate bool
+	// TLSCertificate and TLSPrivateKey are the PEM client certificate
+	// (chain) and key presented in STARTTLS (tls_certificate,
+	// tls_private_key).
+	TLSCertificate, TLSPrivateKey *KeySource
+	// OpenSSLCipherList restricts the TLS 1.2 cipher suites, in OpenSSL's
+	// cipher list syntax (openssl_cipher_list).
+	OpenSSLCipherList string
+	// OpenSSLOptions holds SslOption names joined by "|"
+	// (openssl_options); NO_TLSV1_x set the protocol version range.
+	OpenSSLOptions string
+	// RustlsCipherSuites restricts the cipher suites by rustls name
+	// (rustls_cipher_suites).
+	RustlsCipherSuites []string
+
 	// Other holds the make_egress_path keys that mtakit parses and
-	// validates but does not act on (enable_dane, use_lmtp,
+	// validates but does not act on (use_lmtp, tls_prefer_openssl,
 	// reconnect_strategy, ...), by key, as decoded from TOML (string,
 	// int64, float64, bool, []any, map[string]any).
 	Other map[string]any
@@ -171,6 +220,7 @@ func Default() PathConfig {
 		IdleTimeout:                              5 * time.Second,
 		StartTLSTimeout:                          5 * time.Second,
 		RsetTimeout:                              5 * time.Second,
+		EnableMTASTS:                             true,
 		AuthTimeout:                              60 * time.Second,
 		MaxRecipientsPerBatch:                    100,
 		ConsecutiveConnectionFailuresBeforeDelay: 100,

@@ -19,13 +19,6 @@ func BenchmarkStore(b *testing.B) {
 		name string
 		open func(b *testing.B) spool.Spool
 	}{
-		{"Badger", func(b *testing.B) spool.Spool {
-			s, err := spool.OpenBadger(b.TempDir(), spool.BadgerOptions{ValueLogGCInterval: -1})
-			if err != nil {
-				b.Fatal(err)
-			}
-			return s
-		}},
 		{"Memory", func(*testing.B) spool.Spool { return spool.NewMemory() }},
 	}
 	for _, impl := range impls {

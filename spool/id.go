@@ -71,6 +71,11 @@ func (id ID) Time() time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(id[:8]))).UTC()
 }
 
+// FromThisProcess reports whether id was made by NewID in this process.
+// An ID from an earlier run of the program is not, so start-up code can
+// tell leftovers of a crashed run from messages being received now.
+func (id ID) FromThisProcess() bool { return [8]byte(id[8:]) == nodeID }
+
 // IsZero reports whether id is the zero ID, which NewID never returns.
 func (id ID) IsZero() bool { return id == ID{} }
 

@@ -114,6 +114,11 @@ func (s *Memory) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 	return nil
 }
 
+// EnumerateIDs implements [IDEnumerator] like Enumerate, without values.
+func (s *Memory) EnumerateIDs(ctx context.Context, fn func(id ID) error) error {
+	return s.Enumerate(ctx, func(id ID, _ []byte) error { return fn(id) })
+}
+
 // Close implements [Spool.Close]. It discards every value. A second call
 // returns ErrClosed.
 func (s *Memory) Close() error {

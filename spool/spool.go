@@ -7,10 +7,20 @@
 // possible is on [Spool.Store]: when it returns nil the value is on stable
 // storage and survives a crash of the process or of the machine.
 //
-// Two implementations live here: [Badger], backed by
-// github.com/dgraph-io/badger/v4 and durable, and [Memory], which keeps
+// Two implementations exist: package spool/badgerspool, backed by
+// github.com/dgraph-io/badger/v4 and durable (in its own package, so that
+// a program with its own spool does not link badger), and [Memory], which keeps
 // everything in RAM for tests and for users who accept loss on restart.
 // Users who write their own Spool can check it with package spooltest.
+//
+// Contract highlights beyond Store's durability: Store replaces any
+// previous value, including one removed just before (Remove then Store
+// makes the ID present again, also while an Enumerate runs); Remove need
+// not be durable (a lost removal means a retry); Enumerate visits IDs in
+// ascending order, and fn may call Store and Remove on the same spool. The
+// badger implementation syncs every commit (SyncWrites), so an
+// acknowledged store survives power loss if the disk honours flushes; a
+// killed process alone cannot lose it either way.
 package spool
 
 import (
@@ -61,4 +71,35 @@ type Spool interface {
 	// Further calls fail with ErrClosed (a second Close may return nil
 	// instead).
 	Close() error
+}
+
+// IDEnumerator is implemented by spools that can list their IDs without
+// reading values; callers that need only the IDs (reclaiming orphaned
+// bodies at start-up, say) use it when present and fall back to
+// Enumerate. fn may call the spool's other methods.
+type IDEnumerator interface {
+	EnumerateIDs(ctx context.Context, fn func(id ID) error) error
+}
+
+// EnumerateIDs calls fn for every ID in s, in ascending order, through
+// IDEnumerator when s implements it and through Enumerate otherwise.
+func EnumerateIDs(ctx context.Context, s Spool, fn func(id ID) error) error {
+	if e, ok := s.(IDEnumerator); ok {
+		return e.EnumerateIDs(ctx, fn)
+	}
+	return s.Enumerate(ctx, func(id ID, _ []byte) error { return fn(id) })
+}
+
+// Space is the room left on the storage under a spool.
+type Space struct {
+	FreeBytes, TotalBytes   uint64
+	FreeInodes, TotalInodes uint64 // zero when the filesystem has no inode limit
+}
+
+// SpaceReporter is implemented by spools on a filesystem. A server checks
+// it before accepting mail, so that a filling disk turns into temporary
+// refusals (KumoMTA's min_free_space and min_free_inodes) rather than
+// failed writes or, with memory-mapped files, a crash.
+type SpaceReporter interface {
+	Space() (Space, error)
 }

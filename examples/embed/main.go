@@ -11,11 +11,11 @@ import (
 	"github.com/mtakit/mtakit/listener"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/logs"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 func main() {
-	data, meta, err := spool.OpenBadgerPair("embed-data/spool", spool.BadgerOptions{})
+	data, meta, err := badgerspool.OpenPair("embed-data/spool", badgerspool.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,12 +2,21 @@
 //
 // With no flags it runs the default policy: ESMTP on 127.0.0.1:2525,
 // relaying for loopback clients, a durable badger spool and
-// KumoMTA-format logs under ./mtakit-data, and a self-signed certificate
-// for STARTTLS generated on first start.
+// KumoMTA-format logs under ./mtakit-data (flushed every second, so
+// records are readable at once), a self-signed certificate for STARTTLS
+// generated on first start, and the HTTP API (inject, admin, /metrics) on
+// 127.0.0.1:8000.
 //
 //	go run ./examples/mtakitd
 //	go run ./examples/mtakitd -listen 127.0.0.1:2525 -data /var/spool/mtakit
 //	go run ./examples/mtakitd dkim-keygen -domain example.com -selector s1
+//	go run ./examples/mtakitd queue-summary
+//	go run ./examples/mtakitd logs -f
+//
+// The subcommands queue-summary, bounce, suspend, rebind, flush,
+// inspect-message and their -list/-cancel forms call the HTTP API of a
+// running mtakitd like KumoMTA's kcli (see cli.go); logs prints and
+// follows a log directory like KumoMTA's tailer.
 //
 // SIGINT or SIGTERM shuts it down gracefully: no new connections, running
 // transactions finish, queued mail stays in the spool for the next start.
@@ -36,8 +45,9 @@ import (
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/mta/metrics"
 	"github.com/mtakit/mtakit/shaping"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 func main() {
@@ -53,6 +63,7 @@ type config struct {
 	http      string
 	dataDir   string
 	smarthost string
+	sh        smarthostFlags
 	policy    string
 	hostname  string
 	tlsCert   string
@@ -60,6 +71,7 @@ type config struct {
 	dkimData  string
 	dkimKeys  string
 	dsn       bool
+	logHook   string
 	hold      bool
 	logLevel  slog.Level
 	shutdown  time.Duration
@@ -70,15 +82,17 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("mtakitd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:2525", "ESMTP listen `address`")
-	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (reserved: the HTTP API is not built yet)")
+	fs.StringVar(&c.http, "http", "127.0.0.1:8000", "HTTP API listen `address` (inject, admin, /metrics; \"\" disables); clients off loopback need $"+tokenEnv)
 	fs.StringVar(&c.dataDir, "data", "mtakit-data", "`directory` for the spool, logs and generated TLS certificate")
 	fs.StringVar(&c.smarthost, "smarthost", "", "route all outbound mail to `host:port`")
+	c.sh.register(fs)
 	fs.StringVar(&c.policy, "policy", "", "run the KumoMTA-style init.lua `file` (its spools, logs, listeners and hooks replace the default policy)")
 	fs.StringVar(&c.hostname, "hostname", "", "server `name` for greetings and Received headers (default: os.Hostname)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "STARTTLS certificate `file` (default: self-signed, generated under -data)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
+	fs.StringVar(&c.logHook, "log-hook", "", "POST every log record, batched as JSON, to `URL` (durable queue under -data)")
 	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
 	// -hold is for benchmarks and tests: internal/cmd/mtabench measures
 	// memory per queued message and spool recovery time with it.
@@ -88,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd check init.lua\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, cliUsage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -99,6 +114,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
 	for name, v := range map[string]string{"-listen": c.listen, "-http": c.http} {
+		if name == "-http" && v == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			return nil, fmt.Errorf("%s %q: want host:port: %w", name, v, err)
 		}
@@ -107,6 +125,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if _, port, err := net.SplitHostPort(c.smarthost); err != nil || port == "" {
 			return nil, fmt.Errorf("-smarthost %q: want host:port", c.smarthost)
 		}
+	}
+	if err := c.sh.check(c.smarthost); err != nil {
+		return nil, err
+	}
+	if c.logHook != "" && !validURL(c.logHook) {
+		return nil, fmt.Errorf("-log-hook %q: want an http or https URL", c.logHook)
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key must be given together")
@@ -124,6 +148,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "check" {
 		return runCheck(args[1:], stdout)
 	}
+	if cmd := cliCommand(firstArg(args)); cmd != nil {
+		if err := cmd(args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return nil
+	}
 	c, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -135,30 +165,36 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	m := metrics.New()
 	var (
 		srv  *mta.Server
 		addr net.Addr
 	)
 	if c.policy != "" {
-		srv, addr, err = startPolicy(ctx, c, log)
+		srv, addr, err = startPolicy(ctx, c, log, m)
 	} else {
-		srv, addr, err = start(c, log)
+		srv, addr, err = start(c, log, m)
 	}
 	if err != nil {
 		return err
 	}
-	log.Info("mtakitd ready", "smtp", addr, "data", c.dataDir)
+	httpAddr, stopHTTP, err := serveHTTP(c, srv, m, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	log.Info("mtakitd ready", "smtp", addr, "http", httpAddr, "data", c.dataDir)
 	<-ctx.Done()
 	stop()
 	log.Info("shutting down", "timeout", c.shutdown)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdown)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	return errors.Join(stopHTTP(sctx), srv.Shutdown(sctx))
 }
 
 // start opens the spools and logs, builds the server and binds its
 // listener. On error everything opened so far is closed again.
-func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err error) {
+func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, addr net.Addr, err error) {
 	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -172,16 +208,21 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 	}()
 	// One badger database holds both spools, so data and meta of a
 	// message become durable with one sync.
-	dataSpool, metaSpool, err := spool.OpenBadgerPair(filepath.Join(c.dataDir, "spool"), spool.BadgerOptions{Logger: log})
+	dataSpool, metaSpool, err := badgerspool.OpenPair(filepath.Join(c.dataDir, "spool"), badgerspool.Options{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, dataSpool, metaSpool)
-	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, Logger: log})
+	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, FlushInterval: time.Second, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
 	closers = append(closers, logSink)
+	sink, err := withLogHook(c, logSink, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers[:len(closers)-1], sink)
 
 	tlsCfg, err := tlsConfig(c)
 	if err != nil {
@@ -191,7 +232,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		Hostname:   c.hostname,
 		DataSpool:  dataSpool,
 		MetaSpool:  metaSpool,
-		Log:        logSink,
+		Log:        m.Sink(sink),
 		LogHeaders: []string{"Subject", "Message-ID"},
 		Logger:     log,
 		Classifier: bounce.DefaultClassifier(),
@@ -200,7 +241,9 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 		HoldDelivery: c.hold,
 	}
 	if c.smarthost != "" {
-		useSmarthost(&opts, c.smarthost)
+		if err := useSmarthost(&opts, c.smarthost, &c.sh); err != nil {
+			return nil, nil, err
+		}
 	}
 	if c.dkimData != "" {
 		signer, err := dkim.Load(dkim.LoadOptions{KeyDir: c.dkimKeys}, c.dkimData)
@@ -218,6 +261,7 @@ func start(c *config, log *slog.Logger) (srv *mta.Server, addr net.Addr, err err
 	if err != nil {
 		return nil, nil, err
 	}
+	m.Watch(srv)
 	// From here the server owns the spools and the log.
 	closers = []io.Closer{srv}
 	addr, err = srv.ListenSMTP(listener.Config{Addr: c.listen, TLS: tlsCfg})
@@ -245,8 +289,17 @@ func tlsConfig(c *config) (*tls.Config, error) {
 
 // useSmarthost routes every queue to one host (KumoMTA's mx_list) and
 // allows that host even on loopback, which the default prohibited_hosts
-// refuse so that broken DNS cannot loop mail back into this server.
-func useSmarthost(opts *mta.Options, hostport string) {
+// refuse so that broken DNS cannot loop mail back into this server. The
+// -smarthost-* flags set its TLS mode, AUTH credentials and CAs.
+func useSmarthost(opts *mta.Options, hostport string, sh *smarthostFlags) error {
+	secured := shaping.Default()
+	tlsCfg, err := sh.apply(&secured)
+	if err != nil {
+		return err
+	}
+	if tlsCfg != nil {
+		opts.TLS = tlsCfg
+	}
 	list := []string{hostport}
 	opts.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
 		return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
@@ -255,8 +308,10 @@ func useSmarthost(opts *mta.Options, hostport string) {
 	opts.Shaper = shaping.PathFunc(func(_ context.Context, _, pathSite, _ string) (shaping.PathConfig, error) {
 		pc := shaping.Default()
 		if pathSite == site {
+			pc = secured
 			pc.ProhibitedHosts = []netip.Prefix{} // empty, not nil: nil means the default set
 		}
 		return pc, nil
 	})
+	return nil
 }

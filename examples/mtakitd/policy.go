@@ -17,7 +17,9 @@ import (
 
 	"github.com/mtakit/mtakit/luapolicy"
 	"github.com/mtakit/mtakit/mta"
-	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/mta/logs"
+	"github.com/mtakit/mtakit/mta/metrics"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 // startPolicy runs an init.lua policy (-policy): the spools, logs,
@@ -28,7 +30,7 @@ import (
 // Until ctx ends, the policy is reloaded on SIGHUP and when init.lua or a
 // file it read changes (checked every 2 seconds); a policy that fails to
 // load is logged and the running one kept.
-func startPolicy(ctx context.Context, c *config, log *slog.Logger) (*mta.Server, net.Addr, error) {
+func startPolicy(ctx context.Context, c *config, log *slog.Logger, m *metrics.Metrics) (*mta.Server, net.Addr, error) {
 	live, err := luapolicy.LoadLive(c.policy, luapolicy.Options{Logger: log, DKIMKeyDir: c.dkimKeys})
 	if err != nil {
 		return nil, nil, err
@@ -39,7 +41,7 @@ func startPolicy(ctx context.Context, c *config, log *slog.Logger) (*mta.Server,
 		if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 			return nil, nil, fmt.Errorf("data directory: %w", err)
 		}
-		d, m, err := spool.OpenBadgerPair(filepath.Join(c.dataDir, "spool"), spool.BadgerOptions{Logger: log})
+		d, m, err := badgerspool.OpenPair(filepath.Join(c.dataDir, "spool"), badgerspool.Options{Logger: log})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -47,7 +49,16 @@ func startPolicy(ctx context.Context, c *config, log *slog.Logger) (*mta.Server,
 		log.Info("the policy defines no spool; using the -data spool", "dir", filepath.Join(c.dataDir, "spool"))
 	}
 	for _, h := range p.HTTPListeners() {
-		log.Warn("kumo.start_http_listener is recorded but mtakitd has no HTTP API yet", "listen", h.Listen, "at", h.Line)
+		log.Warn("kumo.start_http_listener is recorded, not started: mtakitd serves its HTTP API on -http", "listen", h.Listen, "at", h.Line)
+	}
+	if lc := p.LogConfig(); lc != nil {
+		local, err := logs.OpenLocal(lc.Local)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kumo.configure_local_logs: %w", err)
+		}
+		base.Log = m.Sink(local)
+	} else {
+		base.Log = m.Sink(logs.Discard)
 	}
 	srv, addrs, err := live.Start(base)
 	if err != nil {
@@ -55,8 +66,12 @@ func startPolicy(ctx context.Context, c *config, log *slog.Logger) (*mta.Server,
 			base.DataSpool.Close()
 			base.MetaSpool.Close()
 		}
+		if base.Log != nil {
+			base.Log.Close()
+		}
 		return nil, nil, err
 	}
+	m.Watch(srv)
 	report := func(err error) {
 		if err != nil {
 			log.Error("policy reload failed; the running policy stays in force", "err", err)

@@ -21,6 +21,9 @@
 //   - Over UDP a reply larger than the client's EDNS0 buffer (512 bytes
 //     without EDNS0) is truncated with TC set; SetTruncate forces TC over UDP
 //     for a name so a client must retry over TCP.
+//   - SetSecure marks zones as DNSSEC-signed: their answers carry the AD
+//     bit when the query sets AD or DO, as a validating resolver's would
+//     (for DANE tests; no RRSIGs are served).
 //   - SetRcode, SetDelay and SetTTL inject faults and TTLs per name;
 //     Queries and QueryLog report what clients asked.
 //
@@ -112,6 +115,7 @@ type Server struct {
 	rcodes   map[typeKey]int
 	delays   map[string]time.Duration
 	truncate map[string]bool
+	secure   map[string]bool // zones answered with the AD bit
 	queries  []Query
 }
 
@@ -129,6 +133,7 @@ func New(opts Options) (*Server, error) {
 		rcodes:   make(map[typeKey]int),
 		delays:   make(map[string]time.Duration),
 		truncate: make(map[string]bool),
+		secure:   make(map[string]bool),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -482,6 +487,41 @@ func (s *Server) SetDelay(name string, d time.Duration) {
 	s.delays[n] = d
 }
 
+// SetSecure marks zone (a name and every name below it) as DNSSEC-signed
+// (on) or not (off): answers about names in a secure zone, positive or
+// negative, carry the AD bit when the query set AD or DO (RFC 6840
+// section 5.7), as a validating resolver's would. An answer that follows a
+// CNAME out of a secure zone is not marked. No RRSIGs are served: this
+// simulates a validating resolver, not a signed zone.
+func (s *Server) SetSecure(zone string, on bool) {
+	z := canonical(zone)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.secure[z] = true
+	} else {
+		delete(s.secure, z)
+	}
+}
+
+// secureLocked reports whether name is in a secure zone.
+func (s *Server) secureLocked(name string) bool {
+	for n := name; ; {
+		if s.secure[n] {
+			return true
+		}
+		if n == "." {
+			return false
+		}
+		_, rest, ok := strings.Cut(n, ".")
+		if !ok || rest == "" {
+			n = "."
+		} else {
+			n = rest
+		}
+	}
+}
+
 // SetTruncate forces (on) or stops forcing (off) truncation of UDP answers
 // for name: the UDP reply has TC set and no records, so the client has to
 // repeat the query over TCP, which gets the full answer.
@@ -552,6 +592,15 @@ func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	delay := s.delays[name]
 	forceTC := s.truncate[name]
 	s.answerLocked(m, name, q.Qtype)
+	if opt := req.IsEdns0(); (req.AuthenticatedData || opt != nil && opt.Do()) && m.Rcode != dns.RcodeServerFailure {
+		ad := s.secureLocked(name)
+		for _, rr := range m.Answer {
+			if c, ok := rr.(*dns.CNAME); ok && !s.secureLocked(canonical(c.Target)) {
+				ad = false
+			}
+		}
+		m.AuthenticatedData = ad
+	}
 	s.mu.Unlock()
 
 	s.log.Debug("dnstest query", "name", name, "type", dns.TypeToString[q.Qtype],

@@ -270,3 +270,51 @@ func TestLoadZoneError(t *testing.T) {
 		t.Fatal("expected a parse error")
 	}
 }
+
+func TestSecureZones(t *testing.T) {
+	srv := dnstest.Start(t, `
+signed.test.          MX 10 mx.signed.test.
+mx.signed.test.       A 127.0.0.1
+out.signed.test.      CNAME host.unsigned.test.
+host.unsigned.test.   A 127.0.0.2
+_25._tcp.mx.signed.test. TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+`)
+	srv.SetSecure("signed.test", true)
+	query := func(name string, qtype uint16, ad, do bool) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), qtype)
+		m.AuthenticatedData = ad
+		m.SetEdns0(1232, do)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		qtype  uint16
+		ad, do bool
+		want   bool
+	}{
+		{"signed.test", dns.TypeMX, true, false, true},
+		{"signed.test", dns.TypeMX, false, true, true},
+		{"signed.test", dns.TypeMX, false, false, false}, // not asked for
+		{"_25._tcp.mx.signed.test", dns.TypeTLSA, true, false, true},
+		{"missing.signed.test", dns.TypeA, true, false, true}, // secure denial
+		{"out.signed.test", dns.TypeA, true, false, false},    // CNAME into an unsigned zone
+		{"host.unsigned.test", dns.TypeA, true, false, false},
+	} {
+		r := query(tc.name, tc.qtype, tc.ad, tc.do)
+		if r.AuthenticatedData != tc.want {
+			t.Errorf("%s %s (AD=%v DO=%v): AD %v, want %v", tc.name, dns.TypeToString[tc.qtype], tc.ad, tc.do, r.AuthenticatedData, tc.want)
+		}
+	}
+	if r := query("_25._tcp.mx.signed.test", dns.TypeTLSA, true, false); len(r.Answer) != 1 {
+		t.Errorf("TLSA answer %v", r.Answer)
+	}
+	srv.SetSecure("signed.test", false)
+	if r := query("signed.test", dns.TypeMX, true, false); r.AuthenticatedData {
+		t.Error("AD after SetSecure(false)")
+	}
+}

@@ -14,9 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mtakit/mtakit/shaping"
 )
 
 // Duration is a duration as KumoMTA's duration_serde reads it: a string in
@@ -49,61 +50,9 @@ func (d *Duration) UnmarshalTOML(v any) error {
 	return nil
 }
 
-// humantime's units (humantime::parse_duration, which KumoMTA uses).
-var units = map[string]time.Duration{
-	"nanos": time.Nanosecond, "nsec": time.Nanosecond, "ns": time.Nanosecond,
-	"usec": time.Microsecond, "us": time.Microsecond, "µs": time.Microsecond,
-	"millis": time.Millisecond, "msec": time.Millisecond, "ms": time.Millisecond,
-	"seconds": time.Second, "second": time.Second, "secs": time.Second, "sec": time.Second, "s": time.Second,
-	"minutes": time.Minute, "minute": time.Minute, "min": time.Minute, "mins": time.Minute, "m": time.Minute,
-	"hours": time.Hour, "hour": time.Hour, "hr": time.Hour, "hrs": time.Hour, "h": time.Hour,
-	"days": 24 * time.Hour, "day": 24 * time.Hour, "d": 24 * time.Hour,
-	"weeks": 7 * 24 * time.Hour, "week": 7 * 24 * time.Hour, "w": 7 * 24 * time.Hour,
-	"months": 2630016 * time.Second, "month": 2630016 * time.Second, "M": 2630016 * time.Second,
-	"years": 31557600 * time.Second, "year": 31557600 * time.Second, "y": 31557600 * time.Second,
-}
-
-// ParseDuration parses humantime's duration syntax: one or more
-// "<integer><unit>" terms, with optional spaces between number and unit
-// and between terms ("10 hours", "1h 30m", "17mins").
-func ParseDuration(s string) (time.Duration, error) {
-	bad := func(why string) (time.Duration, error) {
-		return 0, fmt.Errorf("invalid duration %q: %s", s, why)
-	}
-	rest := strings.TrimSpace(s)
-	if rest == "" {
-		return bad("empty")
-	}
-	var total time.Duration
-	for rest != "" {
-		i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
-		if i == 0 {
-			return bad("expected a number")
-		}
-		if i < 0 {
-			return bad("time unit needed, for example " + rest + "s")
-		}
-		n, err := strconv.ParseInt(rest[:i], 10, 64)
-		if err != nil {
-			return bad("number out of range")
-		}
-		rest = strings.TrimLeft(rest[i:], " \t")
-		j := strings.IndexFunc(rest, func(r rune) bool { return !unicode.IsLetter(r) })
-		if j < 0 {
-			j = len(rest)
-		}
-		unit, ok := units[rest[:j]]
-		if !ok {
-			return bad(fmt.Sprintf("unknown time unit %q", rest[:j]))
-		}
-		if n > 0 && unit > math.MaxInt64/time.Duration(n) || total > math.MaxInt64-unit*time.Duration(n) {
-			return bad("out of range")
-		}
-		total += unit * time.Duration(n)
-		rest = strings.TrimLeft(rest[j:], " \t")
-	}
-	return total, nil
-}
+// ParseDuration parses humantime's duration syntax ("10 hours", "1h 30m",
+// "17mins"), as shaping.ParseDuration, which is the one implementation.
+func ParseDuration(s string) (time.Duration, error) { return shaping.ParseDuration(s) }
 
 // errPositionProbe is returned by positionProbe so that the TOML decoder
 // reports the position of the key being decoded.

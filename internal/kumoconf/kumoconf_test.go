@@ -40,12 +40,18 @@ func TestDurationTOML(t *testing.T) {
 }
 
 func TestKeyLine(t *testing.T) {
-	doc := "[a]\nx = 1\n\n[a.'b.c']\ny = 2\n"
-	if got := KeyLine(doc, toml.Key{"a", "b.c", "y"}); got != 5 {
-		t.Errorf("line %d, want 5", got)
-	}
-	if got := KeyLine(doc, toml.Key{"a", "x"}); got != 2 {
-		t.Errorf("line %d, want 2", got)
+	doc := "a = 1\n\n[t]\nb = 2\n[t.\"x.y\"]\nc = 3\n[u]\nd.e = 4\n[v.'b.c']\ny = 5\n"
+	for _, c := range []struct {
+		key  toml.Key
+		line int
+	}{
+		{toml.Key{"a"}, 1}, {toml.Key{"t"}, 3}, {toml.Key{"t", "b"}, 4}, {toml.Key{"t", "x.y"}, 5},
+		{toml.Key{"t", "x.y", "c"}, 6}, {toml.Key{"u", "d", "e"}, 8}, {toml.Key{"v", "b.c", "y"}, 10},
+		{toml.Key{"missing"}, 0}, {toml.Key{"a,b"}, 0},
+	} {
+		if got := KeyLine(doc, c.key); got != c.line {
+			t.Errorf("KeyLine(%q) = %d, want %d", c.key, got, c.line)
+		}
 	}
 	if got := FormatKey(toml.Key{"a", "b.c", "y"}); got != `a."b.c".y` {
 		t.Errorf("FormatKey = %s", got)

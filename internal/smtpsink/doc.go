@@ -111,6 +111,11 @@
 // Disconnect closes, Hang holds, Reply with a Code aborts the handshake with
 // a TLS alert.
 //
+// With Options.Auth the sink requires SMTP AUTH (PLAIN or LOGIN, offered
+// inside TLS unless Options.AllowInsecureAuth) before MAIL FROM, answering
+// 530 5.7.0 without it and 535 5.7.8 to credentials Auth refuses;
+// Message.AuthUser records the user.
+//
 // # How it is built
 //
 // The SMTP protocol is go-smtp's server (github.com/emersion/go-smtp). The

@@ -41,6 +41,7 @@ type Message struct {
 	Data       []byte // as received, CRLF line ends, dot-unstuffed
 	Key        string // value of Options.KeyHeader, "" if absent
 	TLS        bool
+	AuthUser   string // the user name of SMTP AUTH; "" without
 	EHLO       string
 	RemoteAddr string
 	ReceivedAt time.Time
@@ -65,7 +66,7 @@ func (s *Sink) record(ss *session, from string, to []string, data []byte) int64 
 	var msg Message
 	if s.opts.Store {
 		msg = Message{
-			From: from, To: to, Data: bytes.Clone(data), Key: key, TLS: ss.tls,
+			From: from, To: to, Data: bytes.Clone(data), Key: key, TLS: ss.tls, AuthUser: ss.authUser(),
 			EHLO: ss.ehlo, RemoteAddr: ss.sc.remote, ReceivedAt: time.Now(),
 		}
 	}

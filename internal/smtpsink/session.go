@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -35,6 +36,7 @@ type session struct {
 	tls  bool
 
 	mu   sync.Mutex // go-smtp may run Data (BDAT) and Reset on different goroutines
+	user string     // authenticated user (Options.Auth)
 	txn  int
 	from string
 	to   []string
@@ -51,7 +53,76 @@ func (ss *session) Reset() {
 
 func (ss *session) Logout() error { return nil }
 
+var _ smtp.AuthSession = (*session)(nil)
+
+// AuthMechanisms offers PLAIN and LOGIN when Options.Auth is set.
+func (ss *session) AuthMechanisms() []string {
+	if ss.s.opts.Auth == nil {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// errAuthRequired is RFC 4954's reply (go-smtp's ErrAuthRequired is 502).
+var errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+
+var errBadCredentials = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+
+// Auth checks credentials with Options.Auth.
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	check := func(user, pass string) error {
+		if ss.s.opts.Auth == nil || ss.s.opts.Auth(user, pass) != nil {
+			return errBadCredentials
+		}
+		ss.mu.Lock()
+		ss.user = user
+		ss.mu.Unlock()
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	}
+	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported mechanism"}
+}
+
+// loginServer is the server side of the LOGIN mechanism, which go-sasl
+// implements only as a client.
+type loginServer struct {
+	check func(user, pass string) error
+	user  string
+	step  int
+}
+
+func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if len(response) > 0 { // initial response: the user name
+			l.user, l.step = string(response), 2
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user, l.step = string(response), 2
+		return []byte("Password:"), false, nil
+	default:
+		return nil, true, l.check(l.user, string(response))
+	}
+}
+
+func (ss *session) authUser() string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.user
+}
+
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	if ss.s.opts.Auth != nil && ss.authUser() == "" {
+		return errAuthRequired
+	}
 	ss.mu.Lock()
 	ss.txn++
 	ss.from = from

@@ -85,6 +85,11 @@
 // ignores that tail. Other corruption is an error naming the file and
 // line.
 //
+// Tail reads a directory like Scan and, with Follow, keeps reading the
+// records appended to the segment being written and to new segments, as
+// KumoMTA's tailer does; pair it with FlushInterval so that records reach
+// the file promptly.
+//
 // # Deviations from KumoMTA
 //
 //   - Uncompressed (plain JSON lines) and FlushInterval are mtakit

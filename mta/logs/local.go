@@ -27,6 +27,9 @@ const (
 // ErrClosed is returned by Log and Flush after Close.
 var ErrClosed = errors.New("logs: sink is closed")
 
+// DefaultFlushInterval is LocalConfig.FlushInterval's default.
+const DefaultFlushInterval = time.Second
+
 // LocalConfig configures a Local sink. The zero value of every field but
 // LogDir selects KumoMTA's default. Which meta keys and headers go into
 // a record is decided by whoever builds the Record, not here.
@@ -68,11 +71,13 @@ type LocalConfig struct {
 	// dropped. 0 means DefaultBackPressure.
 	BackPressure int
 
-	// FlushInterval, if positive, bounds how long a written record may
-	// sit in the compressor's (or plain writer's) buffer before it
-	// reaches the file. 0 flushes only when a buffer fills, at rotation
-	// and at Close, as KumoMTA does; readers of an in-progress segment
-	// then see data in blocks of about 128 KiB.
+	// FlushInterval bounds how long a written record may sit in the
+	// compressor's (or plain writer's) buffer before it reaches the file:
+	// the records a crash can lose, and how soon a reader (mtakitd logs)
+	// sees them. 0 means DefaultFlushInterval (1s). Negative flushes only
+	// when a buffer fills, at rotation and at Close, as KumoMTA does;
+	// readers of an in-progress segment then see data in blocks of about
+	// 128 KiB, and a crash loses up to a block.
 	FlushInterval time.Duration
 
 	// Logger receives write failures and start-up warnings; nil means
@@ -162,8 +167,11 @@ func OpenLocal(cfg LocalConfig) (*Local, error) {
 	if cfg.MaxSegmentDuration < 0 {
 		return nil, fmt.Errorf("logs: LocalConfig.MaxSegmentDuration is negative (%s)", cfg.MaxSegmentDuration)
 	}
-	if cfg.FlushInterval < 0 {
-		return nil, fmt.Errorf("logs: LocalConfig.FlushInterval is negative (%s)", cfg.FlushInterval)
+	switch {
+	case cfg.FlushInterval == 0:
+		cfg.FlushInterval = DefaultFlushInterval
+	case cfg.FlushInterval < 0:
+		cfg.FlushInterval = 0 // only when buffers fill
 	}
 	if strings.ContainsAny(cfg.Suffix, `/`+string(filepath.Separator)) {
 		return nil, fmt.Errorf("logs: LocalConfig.Suffix %q contains a path separator", cfg.Suffix)

@@ -56,8 +56,8 @@
 // # Differences from KumoMTA
 //
 //   - Applied by the mta: retry_interval, max_retry_interval, max_age,
-//     egress_pool and smtp mx_list. Parsed and validated but not applied
-//     yet: max_message_rate, reap_interval, refresh_interval,
+//     egress_pool, max_message_rate and smtp mx_list. Parsed and
+//     validated but not applied yet: reap_interval, refresh_interval,
 //     timerwheel_tick_interval, strategy, refresh_strategy,
 //     provider_name, shrink_policy, treat_mx_list_as_secure and the
 //     helper's overall_max_message_rate (KumoMTA's

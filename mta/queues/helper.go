@@ -1,7 +1,6 @@
 package queues
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -143,6 +142,9 @@ func (p Params) QueueConfig() mta.QueueConfig {
 	if p.EgressPool != nil {
 		qc.EgressPool = *p.EgressPool
 	}
+	if p.MaxMessageRate != nil {
+		qc.MaxMessageRate = *p.MaxMessageRate
+	}
 	if p.Protocol != nil {
 		qc.Protocol.MXList = slices.Clone(p.Protocol.MXList)
 	}
@@ -171,7 +173,7 @@ func (c *Config) Apply(msg *mta.Message) error {
 		if v, ok := msg.Header(c.CampaignHeader); ok {
 			msg.SetMeta(mta.MetaCampaign, v)
 			if c.RemoveCampaignHeader {
-				msg.SetData(RemoveHeader(msg.Data(), c.CampaignHeader))
+				msg.RemoveHeader(c.CampaignHeader)
 			}
 		}
 	}
@@ -181,7 +183,7 @@ func (c *Config) Apply(msg *mta.Message) error {
 		if v, ok := msg.Header(c.TenantHeader); ok {
 			tenant, source, haveTenant = v, fmt.Sprintf("'%s' header", c.TenantHeader), true
 			if c.RemoveTenantHeader {
-				msg.SetData(RemoveHeader(msg.Data(), c.TenantHeader))
+				msg.RemoveHeader(c.TenantHeader)
 			}
 		}
 	}
@@ -279,65 +281,4 @@ func (h *Helper) Policy(base mta.Policy) mta.Policy {
 		return r.QueueConfig(), nil
 	}
 	return p
-}
-
-// RemoveHeader returns msg without any header field called name (ASCII
-// case-insensitive), continuation lines included; the body and the other
-// fields are kept byte for byte. msg has CRLF line ends.
-func RemoveHeader(msg []byte, name string) []byte {
-	var out []byte
-	rest := msg
-	pos := 0
-	removing := false
-	for len(rest) > 0 {
-		end := bytes.Index(rest, []byte("\r\n"))
-		if end < 0 {
-			end = len(rest)
-		} else {
-			end += 2
-		}
-		line := rest[:end]
-		if bytes.Equal(line, []byte("\r\n")) {
-			break // end of the header block
-		}
-		switch {
-		case line[0] == ' ' || line[0] == '\t':
-			// continuation: follows its field
-		default:
-			colon := bytes.IndexByte(line, ':')
-			removing = colon > 0 && asciiEqualFold(bytes.TrimRight(line[:colon], " \t"), name)
-		}
-		if removing {
-			if out == nil {
-				out = append(make([]byte, 0, len(msg)), msg[:pos]...)
-			}
-		} else if out != nil {
-			out = append(out, line...)
-		}
-		pos += end
-		rest = rest[end:]
-	}
-	if out == nil {
-		return msg
-	}
-	return append(out, msg[pos:]...)
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -62,8 +62,8 @@ func waitSuspended(t *testing.T, s *shaping.Shaping, who string) {
 // node that joins later.
 func TestActionBus(t *testing.T) {
 	rs := startRedis(t)
-	a, _ := newNode(t, rs.addr)
-	b, _ := newNode(t, rs.addr)
+	a, _ := newNode(t, rs.Addr())
+	b, _ := newNode(t, rs.Addr())
 	time.Sleep(100 * time.Millisecond) // let the subscriptions start
 	acts := a.Observe(context.Background(), "ip-1", "mx.example.com", "example.com",
 		shaping.Response{Code: 421, Text: "please slow down"})
@@ -71,7 +71,7 @@ func TestActionBus(t *testing.T) {
 		t.Fatalf("actions %+v", acts)
 	}
 	waitSuspended(t, b, "subscribed node")
-	c, _ := newNode(t, rs.addr)
+	c, _ := newNode(t, rs.Addr())
 	waitSuspended(t, c, "late node")
 	if n := len(a.ActiveActions()); n != 2 {
 		t.Errorf("origin node has %d actions (echo?)", n)

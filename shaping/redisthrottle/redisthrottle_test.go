@@ -1,12 +1,13 @@
 package redisthrottle
 
 import (
+	"github.com/mtakit/mtakit/internal/redistest"
+
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -21,60 +22,7 @@ import (
 	"github.com/mtakit/mtakit/shaping"
 )
 
-// redisServer is a redis-server started for a test on 127.0.0.1.
-type redisServer struct {
-	addr string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startRedis starts redis-server (Debian package redis-server) on a free
-// port. Without it the test is skipped, unless MTAKIT_REQUIRE_REDIS=1.
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("MTAKIT_REQUIRE_REDIS") == "1" {
-			t.Fatalf("redis-server not found and MTAKIT_REQUIRE_REDIS=1: %v", err)
-		}
-		t.Skip("redis-server not installed (apt-get install redis-server); set MTAKIT_REQUIRE_REDIS=1 to make this a failure")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", t.TempDir())
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	rs := &redisServer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(rs.done) }()
-	t.Cleanup(rs.stop)
-	c := redis.NewClient(&redis.Options{Addr: rs.addr})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not start:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return rs
-}
-
-func (rs *redisServer) stop() {
-	select {
-	case <-rs.done:
-	default:
-		rs.cmd.Process.Kill()
-		<-rs.done
-	}
-}
+func startRedis(t *testing.T) *redistest.Server { return redistest.Start(t) }
 
 func newThrottle(t *testing.T, addr string, opts Options) *Throttle {
 	t.Helper()
@@ -103,8 +51,8 @@ func hammer(th shaping.Throttle, key string, spec shaping.ThrottleSpec, d time.D
 // one message rate: burst + rate * time, ±10%.
 func TestSharedRate(t *testing.T) {
 	rs := startRedis(t)
-	a := newThrottle(t, rs.addr, Options{})
-	b := newThrottle(t, rs.addr, Options{})
+	a := newThrottle(t, rs.Addr(), Options{})
+	b := newThrottle(t, rs.Addr(), Options{})
 	spec, err := shaping.ParseThrottle("50/s,max_burst=5")
 	if err != nil {
 		t.Fatal(err)
@@ -132,8 +80,8 @@ func TestSharedRate(t *testing.T) {
 // the other node.
 func TestSharedConnectionLimit(t *testing.T) {
 	rs := startRedis(t)
-	a := newThrottle(t, rs.addr, Options{})
-	b := newThrottle(t, rs.addr, Options{})
+	a := newThrottle(t, rs.Addr(), Options{})
+	b := newThrottle(t, rs.Addr(), Options{})
 	ctx := context.Background()
 	limit := shaping.LimitSpec{Limit: 3}
 	key := shaping.PathKey(shaping.KeyConnections, "ip-1", "site")
@@ -167,8 +115,8 @@ func TestSharedConnectionLimit(t *testing.T) {
 // Leases outlive LeaseTTL while their holder renews them.
 func TestLeaseRenewal(t *testing.T) {
 	rs := startRedis(t)
-	a := newThrottle(t, rs.addr, Options{LeaseTTL: 300 * time.Millisecond})
-	b := newThrottle(t, rs.addr, Options{LeaseTTL: 300 * time.Millisecond})
+	a := newThrottle(t, rs.Addr(), Options{LeaseTTL: 300 * time.Millisecond})
+	b := newThrottle(t, rs.Addr(), Options{LeaseTTL: 300 * time.Millisecond})
 	ctx := context.Background()
 	limit := shaping.LimitSpec{Limit: 1}
 	l, _ := a.Acquire(ctx, "k", limit)
@@ -210,7 +158,7 @@ func TestHelperHolder(t *testing.T) {
 func TestKilledHolderSlotsComeBack(t *testing.T) {
 	rs := startRedis(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHolder$", "-test.v")
-	cmd.Env = append(os.Environ(), "REDISTHROTTLE_HOLDER_ADDR="+rs.addr, "REDISTHROTTLE_HOLDER_SLOTS=3")
+	cmd.Env = append(os.Environ(), "REDISTHROTTLE_HOLDER_ADDR="+rs.Addr(), "REDISTHROTTLE_HOLDER_SLOTS=3")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +185,7 @@ func TestKilledHolderSlotsComeBack(t *testing.T) {
 		}
 	}()
 
-	me := newThrottle(t, rs.addr, Options{LeaseTTL: time.Second})
+	me := newThrottle(t, rs.Addr(), Options{LeaseTTL: time.Second})
 	ctx := context.Background()
 	limit := shaping.LimitSpec{Limit: 3}
 	// Alive, the holder keeps its slots past the TTL.
@@ -272,7 +220,7 @@ func TestKilledHolderSlotsComeBack(t *testing.T) {
 func TestRedisDownFallsBackToLocal(t *testing.T) {
 	rs := startRedis(t)
 	var logBuf syncBuffer
-	th := newThrottle(t, rs.addr, Options{
+	th := newThrottle(t, rs.Addr(), Options{
 		Logger:     slog.New(slog.NewTextHandler(&logBuf, nil)),
 		RetryAfter: 200 * time.Millisecond,
 	})
@@ -282,7 +230,7 @@ func TestRedisDownFallsBackToLocal(t *testing.T) {
 	if held == nil {
 		t.Fatal("no slot")
 	}
-	rs.stop()
+	rs.Stop()
 
 	start := time.Now()
 	// The local limit counts the Redis lease still held: one more slot.

@@ -48,6 +48,10 @@ func Run(t *testing.T, open func(t *testing.T) spool.Spool) {
 		{"EnumerateEmpty", testEnumerateEmpty},
 		{"EnumerateStop", testEnumerateStop},
 		{"EnumerateCallsBack", testEnumerateCallsBack},
+		{"StoreAfterRemove", testStoreAfterRemove},
+		{"EnumerateIDs", testEnumerateIDs},
+		{"StoreAfterRemoveWhileEnumerating", testStoreAfterRemoveWhileEnumerating},
+		{"ChangesDuringEnumerate", testChangesDuringEnumerate},
 		{"EmptyValue", testEmptyValue},
 		{"LargeValue", testLargeValue},
 		{"BufferOwnership", testBufferOwnership},
@@ -287,6 +291,131 @@ func testEnumerateCallsBack(t *testing.T, s spool.Spool) {
 		t.Fatalf("Enumerate with fn calling Store and Remove: %v", err)
 	}
 	checkContents(t, s, want)
+}
+
+// testEnumerateIDs checks spool.EnumerateIDs (the spool's IDEnumerator,
+// if it has one): every ID once, in order, removed ones left out.
+func testEnumerateIDs(t *testing.T, s spool.Spool) {
+	var want []spool.ID
+	for i := range 30 {
+		id := spool.NewID()
+		mustStore(t, s, id, value(id, 10))
+		if i%3 == 0 {
+			if err := s.Remove(bg, id); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want = append(want, id)
+	}
+	var got []spool.ID
+	if err := spool.EnumerateIDs(bg, s, func(id spool.ID) error {
+		got = append(got, id)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("EnumerateIDs gave %d IDs, want %d in ascending order without the removed ones", len(got), len(want))
+	}
+}
+
+// testStoreAfterRemove checks that Store replaces any previous value,
+// including a removal: the ID is back for Load and Enumerate.
+func testStoreAfterRemove(t *testing.T, s spool.Spool) {
+	id := spool.NewID()
+	mustStore(t, s, id, []byte("first"))
+	if err := s.Remove(bg, id); err != nil {
+		t.Fatal(err)
+	}
+	mustStore(t, s, id, []byte("second"))
+	mustLoad(t, s, id, []byte("second"))
+	checkContents(t, s, map[spool.ID][]byte{id: []byte("second")})
+}
+
+// testStoreAfterRemoveWhileEnumerating is the same while an enumeration is
+// in progress on another goroutine, and then while enumerations overlap.
+func testStoreAfterRemoveWhileEnumerating(t *testing.T, s spool.Spool) {
+	first, k := spool.NewID(), spool.NewID()
+	mustStore(t, s, first, []byte("first"))
+	mustStore(t, s, k, []byte("old"))
+
+	inFn, resume := make(chan struct{}), make(chan struct{})
+	seen := map[spool.ID]string{}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Enumerate(bg, func(id spool.ID, v []byte) error {
+			if id == first {
+				close(inFn)
+				<-resume
+			}
+			seen[id] = string(v)
+			return nil
+		})
+	}()
+	<-inFn
+	var once sync.Once
+	release := func() { once.Do(func() { close(resume) }) }
+	defer release() // a failure below must not leave the enumeration blocked
+	for round := range 3 {
+		if err := s.Remove(bg, k); err != nil {
+			t.Fatal(err)
+		}
+		v := []byte(fmt.Sprintf("new %d", round))
+		mustStore(t, s, k, v)
+		mustLoad(t, s, k, v)
+		// A second, overlapping enumeration sees the value too.
+		checkContents(t, s, map[spool.ID][]byte{first: []byte("first"), k: v})
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if seen[k] != "new 2" {
+		t.Errorf("enumeration in progress visited the re-stored ID with %q, want its current value %q", seen[k], "new 2")
+	}
+	mustLoad(t, s, k, []byte("new 2"))
+	checkContents(t, s, map[spool.ID][]byte{first: []byte("first"), k: []byte("new 2")})
+}
+
+// testChangesDuringEnumerate checks what fn sees of changes made (by fn)
+// to IDs it has not reached yet: a removed ID is not visited, and a
+// re-stored one is visited with its current value.
+func testChangesDuringEnumerate(t *testing.T, s spool.Spool) {
+	ids := make([]spool.ID, 10)
+	for i := range ids {
+		ids[i] = spool.NewID()
+		mustStore(t, s, ids[i], []byte("old"))
+	}
+	got := map[spool.ID]string{}
+	err := s.Enumerate(bg, func(id spool.ID, v []byte) error {
+		got[id] = string(v)
+		if id != ids[0] {
+			return nil
+		}
+		if err := s.Remove(bg, ids[5]); err != nil {
+			return err
+		}
+		if err := s.Remove(bg, ids[6]); err != nil {
+			return err
+		}
+		if err := s.Store(bg, ids[6], []byte("back")); err != nil {
+			return err
+		}
+		return s.Store(bg, ids[7], []byte("rewritten"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := got[ids[5]]; ok {
+		t.Errorf("removed ID visited with %q", v)
+	}
+	if got[ids[6]] != "back" || got[ids[7]] != "rewritten" {
+		t.Errorf("re-stored IDs visited with %q and %q, want %q and %q", got[ids[6]], got[ids[7]], "back", "rewritten")
+	}
+	if len(got) != 9 {
+		t.Errorf("visited %d IDs, want 9", len(got))
+	}
 }
 
 func testEmptyValue(t *testing.T, s spool.Spool) {

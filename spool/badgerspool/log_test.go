@@ -1,7 +1,8 @@
-package spool
+package badgerspool
 
 import (
 	"context"
+	"github.com/mtakit/mtakit/spool"
 	"log/slog"
 	"strings"
 	"testing"
@@ -53,19 +54,19 @@ func TestBadgerLoggerRecordsSyncFailure(t *testing.T) {
 }
 
 func TestBadgerRefusesWritesAfterSyncFailure(t *testing.T) {
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: slog.New(&recordingHandler{})})
+	b, err := Open(t.TempDir(), Options{Logger: slog.New(&recordingHandler{})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	ctx := context.Background()
-	if err := b.Store(ctx, NewID(), []byte("before")); err != nil {
+	if err := b.Store(ctx, spool.NewID(), []byte("before")); err != nil {
 		t.Fatal(err)
 	}
 	// What badger's value log does when its msync fails.
 	b.e.blog.Errorf(vlogSyncFailurePrefix+": %v\n", "input/output error")
 	for range 2 {
-		err := b.Store(ctx, NewID(), []byte("after"))
+		err := b.Store(ctx, spool.NewID(), []byte("after"))
 		if err == nil || !strings.Contains(err.Error(), "input/output error") {
 			t.Fatalf("Store after a value log sync failure = %v, want it refused", err)
 		}

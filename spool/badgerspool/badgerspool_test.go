@@ -1,4 +1,4 @@
-package spool_test
+package badgerspool_test
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mtakit/mtakit/spool"
+	"github.com/mtakit/mtakit/spool/badgerspool"
 )
 
 // testLogger sends log output to t.Log, so it shows only for failing tests.
@@ -32,16 +33,16 @@ func (w tLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func openBadger(t testing.TB, dir string) *spool.Badger {
+func openBadger(t testing.TB, dir string) *badgerspool.Spool {
 	t.Helper()
-	s, err := spool.OpenBadger(dir, spool.BadgerOptions{Logger: testLogger(t)})
+	s, err := badgerspool.Open(dir, badgerspool.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func TestOpenBadgerUnusableDir(t *testing.T) {
+func TestOpenUnusableDir(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "regular-file")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -53,10 +54,10 @@ func TestOpenBadgerUnusableDir(t *testing.T) {
 	}
 	for name, dir := range cases {
 		t.Run(name, func(t *testing.T) {
-			s, err := spool.OpenBadger(dir, spool.BadgerOptions{Logger: testLogger(t)})
+			s, err := badgerspool.Open(dir, badgerspool.Options{Logger: testLogger(t)})
 			if err == nil {
 				s.Close()
-				t.Fatalf("OpenBadger(%s) succeeded", dir)
+				t.Fatalf("Open(%s) succeeded", dir)
 			}
 			if want := "spool: open badger at " + dir + ": "; !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("error %q does not start with %q", err, want)
@@ -65,20 +66,22 @@ func TestOpenBadgerUnusableDir(t *testing.T) {
 	}
 }
 
-func TestOpenBadgerUnwritableDir(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("permissions do not bind root")
+func TestOpenUnwritableDir(t *testing.T) {
+	// Permissions do not bind root (CI may run as root): root gets a
+	// procfs directory, where nobody can create files.
+	parent := "/proc/self"
+	if os.Geteuid() != 0 {
+		parent = t.TempDir()
+		if err := os.Chmod(parent, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(parent, 0o700) })
 	}
-	parent := t.TempDir()
-	if err := os.Chmod(parent, 0o500); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Chmod(parent, 0o700) })
 	for _, dir := range []string{parent, filepath.Join(parent, "spool")} {
-		s, err := spool.OpenBadger(dir, spool.BadgerOptions{Logger: testLogger(t)})
+		s, err := badgerspool.Open(dir, badgerspool.Options{Logger: testLogger(t)})
 		if err == nil {
 			s.Close()
-			t.Fatalf("OpenBadger(%s) in a read-only directory succeeded", dir)
+			t.Fatalf("Open(%s) in a read-only directory succeeded", dir)
 		}
 		if want := "spool: open badger at " + dir + ": "; !strings.HasPrefix(err.Error(), want) {
 			t.Fatalf("error %q does not start with %q", err, want)
@@ -86,14 +89,14 @@ func TestOpenBadgerUnwritableDir(t *testing.T) {
 	}
 }
 
-func TestOpenBadgerLocked(t *testing.T) {
+func TestOpenLocked(t *testing.T) {
 	dir := t.TempDir()
 	s := openBadger(t, dir)
 	defer s.Close()
-	s2, err := spool.OpenBadger(dir, spool.BadgerOptions{Logger: testLogger(t)})
+	s2, err := badgerspool.Open(dir, badgerspool.Options{Logger: testLogger(t)})
 	if err == nil {
 		s2.Close()
-		t.Fatal("second OpenBadger on an open directory succeeded")
+		t.Fatal("second Open on an open directory succeeded")
 	}
 	if want := "spool: open badger at " + dir + ": "; !strings.HasPrefix(err.Error(), want) {
 		t.Fatalf("error %q does not start with %q", err, want)
@@ -104,8 +107,8 @@ func TestOpenBadgerLocked(t *testing.T) {
 // largest size the spool is meant for, with value-log GC running often.
 func TestBadgerMessageSizes(t *testing.T) {
 	dir := t.TempDir()
-	opts := spool.BadgerOptions{Logger: testLogger(t), ValueLogGCInterval: 10 * time.Millisecond}
-	s, err := spool.OpenBadger(dir, opts)
+	opts := badgerspool.Options{Logger: testLogger(t), ValueLogGCInterval: 10 * time.Millisecond}
+	s, err := badgerspool.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +139,7 @@ func TestBadgerMessageSizes(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = spool.OpenBadger(dir, opts)
+	s, err = badgerspool.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +161,7 @@ func TestBadgerDefaultLogIsQuiet(t *testing.T) {
 	for _, verbose := range []bool{false, true} {
 		var buf syncBuffer
 		l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		s, err := spool.OpenBadger(t.TempDir(), spool.BadgerOptions{Logger: l, VerboseLog: verbose})
+		s, err := badgerspool.Open(t.TempDir(), badgerspool.Options{Logger: l, VerboseLog: verbose})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +218,7 @@ func TestBadgerCrashChild(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper process for TestBadgerSurvivesProcessDeath")
 	}
-	s, err := spool.OpenBadger(os.Getenv(childDirEnv), spool.BadgerOptions{})
+	s, err := badgerspool.Open(os.Getenv(childDirEnv), badgerspool.Options{})
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(2)

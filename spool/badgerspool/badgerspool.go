@@ -1,4 +1,7 @@
-package spool
+// Package badgerspool is the durable [spool.Spool] of mtakit, on
+// github.com/dgraph-io/badger/v4. It lives apart from package spool so
+// that a program with a spool of its own never links badger.
+package badgerspool
 
 import (
 	"context"
@@ -10,10 +13,12 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mtakit/mtakit/spool"
 )
 
-// BadgerOptions configures [OpenBadger]. The zero value is a good default.
-type BadgerOptions struct {
+// Options configures [Open]. The zero value is a good default.
+type Options struct {
 	// Logger receives badger's warnings and errors and the spool's own
 	// messages. Nil means slog.Default().
 	Logger *slog.Logger
@@ -29,6 +34,13 @@ type BadgerOptions struct {
 	// written once to the value log instead of being rewritten by every
 	// compaction and filling memtables.
 	ValueThreshold int64
+
+	// Reserve is the size of a file of preallocated space kept in the
+	// spool directory and given up when the filesystem fills, so that
+	// badger's memory-mapped writes never run out of space (which kills
+	// the process with SIGBUS); see ErrNoSpace. Zero means DefaultReserve
+	// (64 MiB); negative disables it.
+	Reserve int64
 
 	// ValueLogGCInterval is how often value-log garbage collection runs to
 	// reclaim the space of removed large values. Zero means 5 minutes; a
@@ -63,19 +75,20 @@ const (
 	// transaction and memory stays bounded with 20 MB bodies.
 	enumChunkEntries = 128
 	enumChunkBytes   = 16 << 20
+	enumIDChunk      = 4096 // IDs per read transaction in EnumerateIDs
 )
 
-// keyPrefix namespaces the entries of a spool opened with OpenBadger, so
+// keyPrefix namespaces the entries of a spool opened with Open, so
 // the database can hold other records (a format version, say) later
-// without disturbing Enumerate. OpenBadgerPair uses "data/" and "meta/".
+// without disturbing Enumerate. OpenPair uses "data/" and "meta/".
 var keyPrefix = []byte("msg/")
 
-func badgerKey(prefix []byte, id ID) []byte {
+func badgerKey(prefix []byte, id spool.ID) []byte {
 	k := make([]byte, 0, len(prefix)+len(id))
 	return append(append(k, prefix...), id[:]...)
 }
 
-// Badger is a durable [Spool] backed by github.com/dgraph-io/badger/v4.
+// Spool is a durable [spool.Spool] backed by github.com/dgraph-io/badger/v4.
 //
 // # Durability
 //
@@ -102,10 +115,10 @@ func badgerKey(prefix []byte, id ID) []byte {
 // # Layout
 //
 // Keys are "msg/" followed by the 16 ID bytes, so badger's key order is ID
-// order. Values smaller than [BadgerOptions.ValueThreshold] live in the LSM
+// order. Values smaller than [Options.ValueThreshold] live in the LSM
 // tree, larger ones in the value log, which a background goroutine garbage
 // collects. Values may be up to 256 MiB.
-type Badger struct {
+type Spool struct {
 	e      *engine
 	prefix []byte
 
@@ -131,13 +144,23 @@ type engine struct {
 	closed   bool
 	inflight sync.WaitGroup
 
-	pendingMu   sync.Mutex
-	pending     map[string]int // keys of queued, uncommitted removals (see Remove)
-	enumerating int            // Enumerate calls in progress
-	deferred    []string       // removals committed while enumerating
+	// Read-your-removals and enumeration consistency; see Remove and
+	// Enumerate.
+	pendingMu sync.Mutex
+	pending   map[string]int           // keys of queued, uncommitted removals
+	commits   uint64                   // committed groups so far
+	cursors   map[*enumCursor]struct{} // Enumerate calls in progress
+	touched   map[string]uint64        // key -> commit that last wrote it, kept while cursors exist
+
+	reserve *reserve // space given up when the disk fills
 }
 
-var _ Spool = (*Badger)(nil)
+// enumCursor is one Enumerate in progress: the commit count when its
+// current chunk was read. A key touched by a later commit may be stale in
+// the chunk and is read again.
+type enumCursor struct{ readAt uint64 }
+
+var _ spool.Spool = (*Spool)(nil)
 
 // writeOp is one Store or Remove waiting for the commit loop.
 type writeOp struct {
@@ -145,34 +168,34 @@ type writeOp struct {
 	value []byte // nil with del
 	del   bool
 	done  chan error
-	async bool // a Remove nobody waits for (see Remove)
-	id    ID   // for async ops
+	async bool     // a Remove nobody waits for (see Remove)
+	id    spool.ID // for async ops
 }
 
-// OpenBadger opens (creating if needed) a badger spool in dir. Only one
+// Open opens (creating if needed) a badger spool in dir. Only one
 // process may have a directory open at a time; badger holds a lock file.
-func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
+func Open(dir string, opts Options) (*Spool, error) {
 	e, err := openEngine(dir, opts, 1)
 	if err != nil {
 		return nil, err
 	}
-	return &Badger{e: e, prefix: keyPrefix}, nil
+	return &Spool{e: e, prefix: keyPrefix}, nil
 }
 
-// OpenBadgerPair opens (creating if needed) one badger database in dir
+// OpenPair opens (creating if needed) one badger database in dir
 // holding both of a server's spools, data and meta, as separate key
 // spaces. Stores to both share group commits, so a message's data and
 // meta become durable with one sync instead of two. The database closes
 // when both spools are closed.
-func OpenBadgerPair(dir string, opts BadgerOptions) (data, meta *Badger, err error) {
+func OpenPair(dir string, opts Options) (data, meta *Spool, err error) {
 	e, err := openEngine(dir, opts, 2)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &Badger{e: e, prefix: []byte("data/")}, &Badger{e: e, prefix: []byte("meta/")}, nil
+	return &Spool{e: e, prefix: []byte("data/")}, &Spool{e: e, prefix: []byte("meta/")}, nil
 }
 
-func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
+func openEngine(dir string, opts Options, refs int) (*engine, error) {
 	if dir == "" {
 		return nil, errors.New("spool: open badger: empty directory path")
 	}
@@ -188,6 +211,9 @@ func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
 	if opts.ValueLogGCInterval == 0 {
 		opts.ValueLogGCInterval = defaultValueLogGCInterval
 	}
+	if opts.Reserve == 0 {
+		opts.Reserve = DefaultReserve
+	}
 	// Badger would create the directory too, but its error for a path under
 	// a regular file or without permission is less direct than MkdirAll's.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -195,6 +221,10 @@ func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
 	}
 
 	log := opts.Logger.With("component", "spool", "dir", dir)
+	// On a full disk, give badger the reserve before it replays and
+	// writes (see reserve).
+	rsv := newReserve(dir, opts.Reserve, log)
+	rsv.forFlush(dir)
 	blog := &badgerLogger{l: log.With("lib", "badger"), verbose: opts.VerboseLog}
 	bo := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
@@ -223,7 +253,11 @@ func openEngine(dir string, opts BadgerOptions, refs int) (*engine, error) {
 		writes:  make(chan *writeOp, maxGroupOps),
 		stop:    make(chan struct{}),
 		pending: make(map[string]int),
+		cursors: make(map[*enumCursor]struct{}),
+		touched: make(map[string]uint64),
+		reserve: rsv,
 	}
+	rsv.ensure(dir)
 	b.bg.Add(1)
 	go b.commitLoop()
 	if opts.ValueLogGCInterval > 0 {
@@ -248,13 +282,13 @@ func (b *engine) enter() bool {
 
 func (b *engine) leave() { b.inflight.Done() }
 
-// Store implements [Spool.Store]: when it returns nil, data is synced to
+// Store implements [spool.Spool.Store]: when it returns nil, data is synced to
 // disk. Badger does not copy data, but Store does not return before the
 // commit is done, so data is not retained. Once the write is queued, ctx
 // is no longer consulted: abandoning it would leave the outcome unknown.
-func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
+func (b *Spool) Store(ctx context.Context, id spool.ID, data []byte) error {
 	if b.isClosed() {
-		return fmt.Errorf("spool: store %s: %w", id, ErrClosed)
+		return fmt.Errorf("spool: store %s: %w", id, spool.ErrClosed)
 	}
 	if err := b.e.write(ctx, &writeOp{key: badgerKey(b.prefix, id), value: data}); err != nil {
 		return fmt.Errorf("spool: store %s: %w", id, err)
@@ -262,19 +296,19 @@ func (b *Badger) Store(ctx context.Context, id ID, data []byte) error {
 	return nil
 }
 
-// Remove implements [Spool.Remove]. It does not wait for the commit: a
+// Remove implements [spool.Spool.Remove]. It does not wait for the commit: a
 // removal lost in a crash only means a retry, so the caller (a delivery
 // worker) need not pay for a sync. The removal is queued for the next
 // group commit, and until then Load and Enumerate treat the ID as absent,
 // so callers see their own removals at once. Close waits for queued
 // removals; a removal that fails to commit is logged.
-func (b *Badger) Remove(ctx context.Context, id ID) error {
+func (b *Spool) Remove(ctx context.Context, id spool.ID) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	e := b.e
 	if b.isClosed() || !e.enter() {
-		return fmt.Errorf("spool: remove %s: %w", id, ErrClosed)
+		return fmt.Errorf("spool: remove %s: %w", id, spool.ErrClosed)
 	}
 	key := badgerKey(b.prefix, id)
 	e.pendingMu.Lock()
@@ -293,7 +327,7 @@ func (b *Badger) Remove(ctx context.Context, id ID) error {
 	}
 }
 
-func (b *Badger) isClosed() bool {
+func (b *Spool) isClosed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.closed
@@ -306,41 +340,83 @@ func (b *engine) removed(key []byte) bool {
 	return b.pending[string(key)] > 0
 }
 
-// unpend forgets a removal once it is committed. While an Enumerate is in
-// progress it keeps the key hidden instead: the enumeration may hold a
-// snapshot read before the commit, which still has the value.
-func (b *engine) unpend(key []byte) {
-	b.pendingMu.Lock()
-	defer b.pendingMu.Unlock()
-	if b.enumerating > 0 {
-		b.deferred = append(b.deferred, string(key))
-		return
-	}
-	b.forgetLocked(string(key))
-}
-
 func (b *engine) forgetLocked(key string) {
 	if b.pending[key]--; b.pending[key] <= 0 {
 		delete(b.pending, key)
 	}
 }
 
-// beginEnumerate and endEnumerate bracket an Enumerate (see unpend).
-func (b *engine) beginEnumerate() {
-	b.pendingMu.Lock()
-	b.enumerating++
-	b.pendingMu.Unlock()
-}
-
-func (b *engine) endEnumerate() {
+// committed records a committed group before its callers hear of it:
+// every key it wrote is marked touched for the enumerations in progress,
+// and its removals stop being pending (Load then reads the database,
+// which has them).
+func (b *engine) committed(ops []*writeOp) {
 	b.pendingMu.Lock()
 	defer b.pendingMu.Unlock()
-	if b.enumerating--; b.enumerating == 0 {
-		for _, k := range b.deferred {
-			b.forgetLocked(k)
+	b.commits++
+	for _, op := range ops {
+		if len(b.cursors) > 0 {
+			b.touched[string(op.key)] = b.commits
 		}
-		b.deferred = nil
+		if op.async {
+			b.forgetLocked(string(op.key))
+		}
 	}
+}
+
+// beginEnumerate and endEnumerate bracket an Enumerate.
+func (b *engine) beginEnumerate() *enumCursor {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	c := &enumCursor{readAt: b.commits}
+	b.cursors[c] = struct{}{}
+	return c
+}
+
+func (b *engine) endEnumerate(c *enumCursor) {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	delete(b.cursors, c)
+	b.pruneLocked()
+}
+
+// nextChunk notes that c is about to read a chunk: keys touched by commits
+// before now are in it as committed.
+func (b *engine) nextChunk(c *enumCursor) {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	c.readAt = b.commits
+	b.pruneLocked()
+}
+
+// pruneLocked forgets touches that every enumeration's chunk already
+// reflects, so the map stays bounded however enumerations overlap.
+func (b *engine) pruneLocked() {
+	if len(b.cursors) == 0 {
+		clear(b.touched)
+		return
+	}
+	oldest := b.commits
+	for c := range b.cursors {
+		oldest = min(oldest, c.readAt)
+	}
+	for k, at := range b.touched {
+		if at <= oldest {
+			delete(b.touched, k)
+		}
+	}
+}
+
+// freshness says how an enumeration should treat a key read in its current
+// chunk: skip it (removal pending), read it again (written since), or use it.
+func (b *engine) freshness(c *enumCursor, key []byte) (skip, reread bool) {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	if b.pending[string(key)] > 0 {
+		return true, false
+	}
+	at, ok := b.touched[string(key)]
+	return false, ok && at > c.readAt
 }
 
 // finish reports an op's outcome: to the waiting caller, or for an async
@@ -353,7 +429,6 @@ func (b *engine) finish(op *writeOp, err error) {
 	if err != nil {
 		b.log.Error("spool: queued removal failed; the message may be retried after a restart", "id", op.id, "dir", b.dir, "err", err)
 	}
-	b.unpend(op.key)
 	b.leave()
 }
 
@@ -362,7 +437,7 @@ func (b *engine) write(ctx context.Context, op *writeOp) error {
 		return err
 	}
 	if !b.enter() {
-		return ErrClosed
+		return spool.ErrClosed
 	}
 	defer b.leave()
 	op.done = make(chan error, 1)
@@ -415,6 +490,19 @@ func (b *engine) commitLoop() {
 // commitGroup commits ops in as few transactions as badger's size limit
 // allows and reports each op's outcome on its done channel.
 func (b *engine) commitGroup(ops []*writeOp) {
+	var size int64
+	for _, op := range ops {
+		size += int64(len(op.key) + len(op.value))
+	}
+	if err := b.reserve.admit(b.dir, size); err != nil {
+		// Writing now could kill the process (badger's files are memory
+		// mapped); refuse the group instead.
+		b.committed(ops) // nothing written, but no longer pending
+		for _, op := range ops {
+			b.finish(op, err)
+		}
+		return
+	}
 	for len(ops) > 0 {
 		txn := b.db.NewTransaction(true)
 		var inTxn []*writeOp
@@ -428,12 +516,14 @@ func (b *engine) commitGroup(ops []*writeOp) {
 			if err != nil {
 				// Only this op is bad (a value over the value-log file
 				// size, say); the transaction is unaffected.
+				b.committed([]*writeOp{op}) // nothing written, but no longer pending
 				b.finish(op, err)
 				continue
 			}
 			inTxn = append(inTxn, op)
 		}
 		err := b.commit(txn)
+		b.committed(inTxn)
 		for _, op := range inTxn {
 			b.finish(op, err)
 		}
@@ -453,19 +543,19 @@ func (b *engine) commit(txn *badger.Txn) error {
 	return nil
 }
 
-// Load implements [Spool.Load]. The returned slice is the caller's.
-func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
+// Load implements [spool.Spool.Load]. The returned slice is the caller's.
+func (b *Spool) Load(ctx context.Context, id spool.ID) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("spool: load %s: %w", id, err)
 	}
 	e := b.e
 	if b.isClosed() || !e.enter() {
-		return nil, fmt.Errorf("spool: load %s: %w", id, ErrClosed)
+		return nil, fmt.Errorf("spool: load %s: %w", id, spool.ErrClosed)
 	}
 	defer e.leave()
 	key := badgerKey(b.prefix, id)
 	if e.removed(key) {
-		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("spool: load %s: %w", id, spool.ErrNotFound)
 	}
 	var v []byte
 	err := e.db.View(func(txn *badger.Txn) error {
@@ -477,7 +567,7 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("spool: load %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("spool: load %s: %w", id, spool.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: load %s: %w", id, err)
@@ -488,22 +578,24 @@ func (b *Badger) Load(ctx context.Context, id ID) ([]byte, error) {
 	return v, nil
 }
 
-// Enumerate implements [Spool.Enumerate]. It reads in chunks, each from its
+// Enumerate implements [spool.Spool.Enumerate]. It reads in chunks, each from its
 // own read transaction, and calls fn between chunks' transactions, so fn may
 // call Store and Remove and take its time without pinning old versions.
 // Consequently it is not a snapshot: a value stored during enumeration with
-// an ID beyond the current position is visited.
-func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) error) error {
+// an ID beyond the current position is visited. A key written (stored or
+// removed) after its chunk was read is read again before fn sees it, so fn
+// gets the current value, as from Load, and never a removed one.
+func (b *Spool) Enumerate(ctx context.Context, fn func(id spool.ID, data []byte) error) error {
 	eng := b.e
 	if b.isClosed() || !eng.enter() {
-		return fmt.Errorf("spool: enumerate: %w", ErrClosed)
+		return fmt.Errorf("spool: enumerate: %w", spool.ErrClosed)
 	}
 	defer eng.leave()
-	eng.beginEnumerate()
-	defer eng.endEnumerate()
+	cur := eng.beginEnumerate()
+	defer eng.endEnumerate(cur)
 	prefix := b.prefix
 	type entry struct {
-		id   ID
+		id   spool.ID
 		data []byte
 	}
 	if err := ctx.Err(); err != nil {
@@ -512,6 +604,7 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 	seek := prefix
 	for {
 		var chunk []entry
+		eng.nextChunk(cur)
 		err := eng.db.View(func(txn *badger.Txn) error {
 			iopts := badger.DefaultIteratorOptions
 			iopts.Prefix = prefix
@@ -553,7 +646,20 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("spool: enumerate: %w", err)
 			}
-			if eng.removed(badgerKey(prefix, e.id)) {
+			skip, reread := eng.freshness(cur, badgerKey(prefix, e.id))
+			if reread {
+				// Stored or removed since the chunk was read: use the
+				// current value, as Load would.
+				v, err := b.Load(ctx, e.id)
+				switch {
+				case errors.Is(err, spool.ErrNotFound):
+					skip = true
+				case err != nil:
+					return fmt.Errorf("spool: enumerate: %w", err)
+				}
+				e.data = v
+			}
+			if skip {
 				continue
 			}
 			if err := fn(e.id, e.data); err != nil {
@@ -564,6 +670,57 @@ func (b *Badger) Enumerate(ctx context.Context, fn func(id ID, data []byte) erro
 		// appending a zero byte gives the smallest key greater than it.
 		last := chunk[len(chunk)-1].id
 		seek = append(badgerKey(prefix, last), 0)
+	}
+}
+
+// EnumerateIDs implements [IDEnumerator]: Enumerate over keys only, which
+// reads no value from the value log. IDs whose removal is queued are
+// skipped; fn runs outside any transaction.
+func (b *Spool) EnumerateIDs(ctx context.Context, fn func(id spool.ID) error) error {
+	eng := b.e
+	if b.isClosed() || !eng.enter() {
+		return fmt.Errorf("spool: enumerate ids: %w", spool.ErrClosed)
+	}
+	defer eng.leave()
+	prefix := b.prefix
+	seek := prefix
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("spool: enumerate ids: %w", err)
+		}
+		chunk := make([]spool.ID, 0, enumIDChunk)
+		err := eng.db.View(func(txn *badger.Txn) error {
+			iopts := badger.DefaultIteratorOptions
+			iopts.Prefix = prefix
+			iopts.PrefetchValues = false
+			it := txn.NewIterator(iopts)
+			defer it.Close()
+			for it.Seek(seek); it.ValidForPrefix(prefix) && len(chunk) < enumIDChunk; it.Next() {
+				k := it.Item().Key()
+				var id spool.ID
+				if len(k) != len(prefix)+len(id) {
+					return fmt.Errorf("malformed key %q", k)
+				}
+				copy(id[:], k[len(prefix):])
+				chunk = append(chunk, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("spool: enumerate ids: %w", err)
+		}
+		if len(chunk) == 0 {
+			return nil
+		}
+		for _, id := range chunk {
+			if eng.removed(badgerKey(prefix, id)) {
+				continue
+			}
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+		seek = append(badgerKey(prefix, chunk[len(chunk)-1]), 0)
 	}
 }
 
@@ -602,11 +759,11 @@ func (b *engine) gcLoop(interval time.Duration) {
 // second Close, fail with ErrClosed. When the last spool on the database
 // is closed, Close waits for in-flight calls (and queued removals) to
 // finish, stops the background goroutines and closes the database.
-func (b *Badger) Close() error {
+func (b *Spool) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return ErrClosed
+		return spool.ErrClosed
 	}
 	b.closed = true
 	b.mu.Unlock()
@@ -626,6 +783,7 @@ func (b *engine) release() error {
 	b.inflight.Wait() // every queued write has been answered
 	close(b.stop)
 	b.bg.Wait()
+	b.reserve.forFlush(b.dir) // Close flushes the memtable to a table
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("spool: close badger at %s: %w", b.dir, err)
 	}

@@ -1,0 +1,24 @@
+module github.com/mtakit/mtakit/internal/cmd/mtabench
+
+go 1.26.8
+
+require (
+	github.com/emersion/go-smtp v0.25.1
+	github.com/mtakit/mtakit v0.0.0
+	gonum.org/v1/plot v0.17.0
+)
+
+require (
+	codeberg.org/go-fonts/liberation v0.5.0 // indirect
+	codeberg.org/go-latex/latex v0.2.0 // indirect
+	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
+	git.sr.ht/~sbinet/gg v0.7.0 // indirect
+	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
+	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/text v0.40.0 // indirect
+)
+
+// The harness measures the mtakit of this checkout.
+replace github.com/mtakit/mtakit => ../../..
