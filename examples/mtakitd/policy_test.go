@@ -104,7 +104,7 @@ func TestRunPolicy(t *testing.T) {
 	addr := freeAddr(t)
 	dir := t.TempDir()
 	path := copyPolicy(t, "127.0.0.1:2525", addr, "mtakit-data/", dir+"/", "no_default_files = false", "no_default_files = true")
-	cmd := exec.Command(os.Args[0], "-policy", path, "-hold", "-log-level", "warn")
+	cmd := exec.Command(os.Args[0], "-policy", path, "-hold", "-log-level", "warn", "-http", "")
 	cmd.Env = append(os.Environ(), "MTAKITD_MAIN=1")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
