@@ -498,27 +498,7 @@ func (p *Policy) shapingData(key string, paths []string) (*shaping.Shaping, erro
 		}
 		opts := shaping.Options{Logger: p.log, SiteName: egress.SiteName}
 		if r := p.mxResolver(); r != nil {
-			opts.LookupMX = func(ctx context.Context, domain string) ([]string, error) {
-				plan, err := r.ResolveMX(ctx, domain)
-				if err != nil {
-					if errors.Is(err, egress.ErrNullMX) {
-						return nil, shaping.ErrNullMX
-					}
-					return nil, err
-				}
-				hosts := slices.Clone(plan.Hosts)
-				slices.SortStableFunc(hosts, func(a, b egress.MXHost) int {
-					if a.Preference != b.Preference {
-						return int(a.Preference) - int(b.Preference)
-					}
-					return strings.Compare(a.Name, b.Name)
-				})
-				names := make([]string, len(hosts))
-				for i, h := range hosts {
-					names[i] = h.Name
-				}
-				return names, nil
-			}
+			opts.LookupMX = r.MXHostNames // by preference, null MX as shaping.ErrNullMX
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -52,10 +52,21 @@ import (
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			os.Exit(2) // the flag package has printed it, with the usage
+		}
 		fmt.Fprintln(os.Stderr, "mtakitd:", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a command-line error the flag package has already
+// reported on stderr.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
 // config is the parsed command line.
 type config struct {
@@ -105,7 +116,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprint(stderr, cliUsage)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
@@ -119,6 +133,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			return nil, fmt.Errorf("%s %q: want host:port: %w", name, v, err)
+		}
+		if _, err := net.ResolveTCPAddr("tcp", v); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", name, v, err)
 		}
 	}
 	if c.smarthost != "" {
@@ -138,7 +155,31 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.dataDir == "" {
 		return nil, errors.New("-data must not be empty")
 	}
+	for name, path := range map[string]string{"-dkim": c.dkimData, "-tls-cert": c.tlsCert, "-tls-key": c.tlsKey, "-policy": c.policy} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	return c, nil
+}
+
+// checkPortsFree binds and releases the listen addresses, so that a busy
+// port is reported before anything is created or opened.
+func checkPortsFree(c *config) error {
+	for name, addr := range map[string]string{"-listen": c.listen, "-http": c.http} {
+		if addr == "" || name == "-listen" && c.policy != "" {
+			continue // with -policy, the policy's start_esmtp_listener calls name the addresses
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", name, addr, err)
+		}
+		ln.Close()
+	}
+	return nil
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -159,6 +200,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := checkPortsFree(c); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))

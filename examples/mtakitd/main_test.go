@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -74,10 +75,54 @@ func TestStartErrors(t *testing.T) {
 		{[]string{"-data", t.TempDir(), "-listen", "127.0.0.1:0", "-smarthost", "h:25", "-smarthost-ca", file}, "no PEM certificate"},
 	}
 	for _, tc := range tests {
-		err := run(tc.args, io.Discard, io.Discard)
+		err := run(append(tc.args, "-http", ""), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// Mistakes on the command line are reported before mtakitd creates or
+// opens anything: no data directory appears.
+func TestErrorsBeforeSideEffects(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-listen", busy.Addr().String()}, "address already in use"},
+		{[]string{"-listen", ":99999"}, "invalid port"},
+		{[]string{"-listen", "127.0.0.1:0", "-http", busy.Addr().String()}, "address already in use"},
+		{[]string{"-listen", "127.0.0.1:0", "-dkim", filepath.Join(t.TempDir(), "missing.toml")}, "missing.toml"},
+		{[]string{"-listen", "127.0.0.1:0", "-tls-cert", "nope.pem", "-tls-key", "nope.key"}, "nope"},
+	} {
+		data := filepath.Join(t.TempDir(), "data")
+		args := append([]string{"-data", data, "-http", ""}, tc.args...)
+		err := run(args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)
+		}
+		if _, err := os.Stat(data); !os.IsNotExist(err) {
+			t.Errorf("%v: data directory created before the error was found", tc.args)
+		}
+	}
+}
+
+// An unknown flag is reported once (by the flag package, with the usage),
+// not again by main.
+func TestUnknownFlagReportedOnce(t *testing.T) {
+	var stderr strings.Builder
+	err := run([]string{"-no-such-flag"}, io.Discard, &stderr)
+	var ue *usageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("run: %v, want a usage error that main does not print again", err)
+	}
+	if n := strings.Count(stderr.String(), "no-such-flag"); n != 1 {
+		t.Errorf("the unknown flag is named %d times on stderr, want once:\n%s", n, stderr.String())
 	}
 }
 
