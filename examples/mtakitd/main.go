@@ -42,6 +42,7 @@ import (
 	"github.com/mtakit/mtakit/dkim"
 	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/listener"
+	"github.com/mtakit/mtakit/luapolicy"
 	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
@@ -72,6 +73,7 @@ func (e *usageError) Unwrap() error { return e.err }
 type config struct {
 	listen    string
 	http      string
+	httpSet   bool // -http given: with -policy, serve it besides the policy's HTTP listeners
 	dataDir   string
 	smarthost string
 	sh        smarthostFlags
@@ -124,6 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) { c.httpSet = c.httpSet || f.Name == "http" })
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
@@ -213,19 +216,34 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var (
 		srv  *mta.Server
 		addr net.Addr
+
+		policyHTTPListeners []luapolicy.HTTPListener
 	)
 	if c.policy != "" {
-		srv, addr, err = startPolicy(ctx, c, log, m)
+		srv, addr, policyHTTPListeners, err = startPolicy(ctx, c, log, m)
 	} else {
 		srv, addr, err = start(c, log, m)
 	}
 	if err != nil {
 		return err
 	}
+	if c.policy != "" && len(policyHTTPListeners) > 0 && !c.httpSet {
+		c.http = "" // the policy's kumo.start_http_listener replaces the default -http
+	}
 	httpAddr, stopHTTP, err := serveHTTP(c, srv, m, log)
 	if err != nil {
 		srv.Close()
 		return err
+	}
+	if c.policy != "" {
+		stopPolicyHTTP, err := servePolicyHTTP(policyHTTPListeners, srv, m, log)
+		if err != nil {
+			stopHTTP(context.Background())
+			srv.Close()
+			return err
+		}
+		stopBoth := stopHTTP
+		stopHTTP = func(ctx context.Context) error { return errors.Join(stopBoth(ctx), stopPolicyHTTP(ctx)) }
 	}
 	log.Info("mtakitd ready", "smtp", addr, "http", httpAddr, "data", c.dataDir)
 	<-ctx.Done()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mtakit/mtakit/luapolicy"
 	"github.com/mtakit/mtakit/mta"
+	"github.com/mtakit/mtakit/mta/httpapi"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/mta/metrics"
 	"github.com/mtakit/mtakit/spool/badgerspool"
@@ -30,31 +31,28 @@ import (
 // Until ctx ends, the policy is reloaded on SIGHUP and when init.lua or a
 // file it read changes (checked every 2 seconds); a policy that fails to
 // load is logged and the running one kept.
-func startPolicy(ctx context.Context, c *config, log *slog.Logger, m *metrics.Metrics) (*mta.Server, net.Addr, error) {
+func startPolicy(ctx context.Context, c *config, log *slog.Logger, m *metrics.Metrics) (*mta.Server, net.Addr, []luapolicy.HTTPListener, error) {
 	live, err := luapolicy.LoadLive(c.policy, luapolicy.Options{Logger: log, DKIMKeyDir: c.dkimKeys})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	p := live.Policy()
 	base := mta.Options{Hostname: c.hostname, Logger: log, DSN: c.dsn, HoldDelivery: c.hold}
 	if len(p.Spools()) == 0 {
 		if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
-			return nil, nil, fmt.Errorf("data directory: %w", err)
+			return nil, nil, nil, fmt.Errorf("data directory: %w", err)
 		}
 		d, m, err := badgerspool.OpenPair(filepath.Join(c.dataDir, "spool"), badgerspool.Options{Logger: log})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		base.DataSpool, base.MetaSpool = d, m
 		log.Info("the policy defines no spool; using the -data spool", "dir", filepath.Join(c.dataDir, "spool"))
 	}
-	for _, h := range p.HTTPListeners() {
-		log.Warn("kumo.start_http_listener is recorded, not started: mtakitd serves its HTTP API on -http", "listen", h.Listen, "at", h.Line)
-	}
 	if lc := p.LogConfig(); lc != nil {
 		local, err := logs.OpenLocal(lc.Local)
 		if err != nil {
-			return nil, nil, fmt.Errorf("kumo.configure_local_logs: %w", err)
+			return nil, nil, nil, fmt.Errorf("kumo.configure_local_logs: %w", err)
 		}
 		base.Log = m.Sink(local)
 	} else {
@@ -69,7 +67,7 @@ func startPolicy(ctx context.Context, c *config, log *slog.Logger, m *metrics.Me
 		if base.Log != nil {
 			base.Log.Close()
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	m.Watch(srv)
 	report := func(err error) {
@@ -95,9 +93,9 @@ func startPolicy(ctx context.Context, c *config, log *slog.Logger, m *metrics.Me
 	}()
 	if len(addrs) == 0 {
 		log.Warn("the policy starts no ESMTP listener (kumo.start_esmtp_listener in the init event)")
-		return srv, nil, nil
+		return srv, nil, p.HTTPListeners(), nil
 	}
-	return srv, addrs[0], nil
+	return srv, addrs[0], p.HTTPListeners(), nil
 }
 
 // runCheck implements "mtakitd check init.lua": load the policy and every
@@ -145,4 +143,43 @@ func runCheck(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: OK\n", file)
 	return nil
+}
+
+// servePolicyHTTP starts the HTTP API on the policy's
+// kumo.start_http_listener addresses, with their trusted_hosts and
+// request_body_limit. It returns a function that stops them all.
+func servePolicyHTTP(hs []luapolicy.HTTPListener, srv *mta.Server, m *metrics.Metrics, log *slog.Logger) (func(context.Context) error, error) {
+	var started []*httpapi.Listener
+	stop := func(ctx context.Context) error {
+		var errs []error
+		for _, l := range started {
+			errs = append(errs, l.Shutdown(ctx))
+		}
+		return errors.Join(errs...)
+	}
+	for _, h := range hs {
+		if h.UseTLS {
+			log.Warn("kumo.start_http_listener use_tls is not supported; serving plain HTTP", "listen", h.Listen, "at", h.Line)
+		}
+		cfg := httpapi.Config{Server: srv, Metrics: m.Handler(), Hostname: h.Hostname, Logger: log, MaxBodyBytes: h.RequestBodyLimit}
+		if len(h.TrustedHosts) > 0 {
+			trusted, err := httpapi.ParseTrustedHosts(h.TrustedHosts)
+			if err != nil {
+				stop(context.Background())
+				return nil, fmt.Errorf("%s kumo.start_http_listener trusted_hosts: %w", h.Line, err)
+			}
+			cfg.TrustedHosts = trusted
+		}
+		if tok := os.Getenv(tokenEnv); tok != "" {
+			cfg.Admin = httpapi.StaticCredentials("", "", tok)
+		}
+		l, err := httpapi.Listen(h.Listen, cfg)
+		if err != nil {
+			stop(context.Background())
+			return nil, fmt.Errorf("%s kumo.start_http_listener %s: %w", h.Line, h.Listen, err)
+		}
+		started = append(started, l)
+		log.Info("HTTP API listening (kumo.start_http_listener)", "addr", l.Addr())
+	}
+	return stop, nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,10 +102,10 @@ func TestCheckBrokenPolicy(t *testing.T) {
 // a relay_to domain from anywhere (here: loopback, which relay_hosts
 // allows anyway) and refuses an undefined tenant as the policy says.
 func TestRunPolicy(t *testing.T) {
-	addr := freeAddr(t)
+	addr, httpAddr := freeAddr(t), freeAddr(t)
 	dir := t.TempDir()
-	path := copyPolicy(t, "127.0.0.1:2525", addr, "mtakit-data/", dir+"/", "no_default_files = false", "no_default_files = true")
-	cmd := exec.Command(os.Args[0], "-policy", path, "-hold", "-log-level", "warn", "-http", "")
+	path := copyPolicy(t, "127.0.0.1:2525", addr, "127.0.0.1:8000", httpAddr, "mtakit-data/", dir+"/", "no_default_files = false", "no_default_files = true")
+	cmd := exec.Command(os.Args[0], "-policy", path, "-hold", "-log-level", "warn")
 	cmd.Env = append(os.Environ(), "MTAKITD_MAIN=1")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -153,7 +154,17 @@ func TestRunPolicy(t *testing.T) {
 	if err := send("bulk"); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	err := send("nobody")
+	// kumo.start_http_listener serves the HTTP API (and replaces -http's
+	// default address).
+	resp, err := http.Get("http://" + httpAddr + "/api/check-liveness/v1")
+	if err != nil {
+		t.Fatalf("the policy's HTTP listener: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("check-liveness: %s", resp.Status)
+	}
+	err = send("nobody")
 	if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 500 || !strings.Contains(se.Message, "tenant 'nobody'") {
 		t.Fatalf("undefined tenant: got %v, want 500 from the queue helper", err)
 	}

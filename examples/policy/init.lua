@@ -56,6 +56,12 @@ kumo.on('init', function()
     max_message_size = '20MiB',
     batch_handling = 'BatchByDomain',
   }
+
+  -- KumoMTA's HTTP API (inject, admin) for this host only.
+  kumo.start_http_listener {
+    listen = '127.0.0.1:8000',
+    trusted_hosts = { '127.0.0.1', '::1' },
+  }
 end)
 
 -- Which recipient domains this MTA accepts mail for from anyone, and
