@@ -9,7 +9,8 @@
 //     classifier (kumo.configure_bounce_classifier, [Policy.Classifier]),
 //     ESMTP listeners (kumo.start_esmtp_listener, [Policy.ESMTPListeners],
 //     each a listener.Config), HTTP listeners (kumo.start_http_listener,
-//     recorded only: [Policy.HTTPListeners]) and the DNS resolver
+//     [Policy.HTTPListeners]; serve them with mta/httpapi.Listen, as
+//     mtakitd -policy does) and the DNS resolver
 //     (kumo.dns.configure_resolver, [Policy.ResolverOptions]);
 //   - the event handlers as Go hooks: [Policy.MTAPolicy] (MessageReceived
 //     runs smtp_server_message_received or, for reception_protocol "HTTP",
