@@ -312,3 +312,24 @@ func TestStalledReadyQueueHonoursMaxAge(t *testing.T) {
 		t.Errorf("%d stall failures, %d connections: the watchdog did not act", stalled, accepted.Load())
 	}
 }
+
+// A ready queue held back by its own max_message_rate is not stalled: the
+// watchdog leaves it alone however long the throttle makes it wait.
+func TestThrottledQueueIsNotStalled(t *testing.T) {
+	var delivered atomic.Int32
+	deliver := func(context.Context, *mta.Delivery) error { delivered.Add(1); return nil }
+	ts := startServer(t, spool.NewMemory(), spool.NewMemory(),
+		handlerQueue(deliver, time.Hour, time.Hour),
+		pathOpt(func(pc *shaping.PathConfig) {
+			pc.ConnectionLimit = 1
+			pc.MaxMessageRate = "4/s,max_burst=1"
+		}),
+		func(o *mta.Options, _ *listener.Config) { o.StallTimeout = 100 * time.Millisecond })
+	for range 5 {
+		inject(t, ts.srv, "r@dest.example")
+	}
+	waitFor(t, "all delivered", 10*time.Second, func() bool { return delivered.Load() == 5 })
+	if n := len(ts.sink.ofType(logs.TransientFailure)); n != 0 {
+		t.Errorf("%d transient failures: the watchdog took a throttled queue for a stalled one", n)
+	}
+}

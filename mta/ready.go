@@ -84,6 +84,7 @@ type readyQueue struct {
 	msgs     []*queuedMessage
 	workers  int
 	idle     int // workers waiting for a message
+	waiting  int // workers waiting for a throttle (not stalled)
 	notify   chan struct{}
 	limits   *pathLimits
 	failures int // consecutive connection failures
@@ -261,12 +262,16 @@ func (rq *readyQueue) session(m *queuedMessage) (counted bool) {
 
 	// Fleet-wide connection slots and the connection rate come first:
 	// waiting for them is not an attempt.
-	release, err := srv.acquireConns(ctx, limits.conns)
+	var release func()
+	err := rq.throttled(func() (err error) {
+		release, err = srv.acquireConns(ctx, limits.conns)
+		return err
+	})
 	if err != nil {
 		return rq.notTried(m, err, proto)
 	}
 	defer release()
-	if err := srv.allowRates(ctx, limits.connRate); err != nil {
+	if err := rq.throttled(func() error { return srv.allowRates(ctx, limits.connRate) }); err != nil {
 		return rq.notTried(m, err, proto)
 	}
 	sess, fail := opener.Open(ctx, cfg)
@@ -287,7 +292,7 @@ func (rq *readyQueue) session(m *queuedMessage) (counted bool) {
 
 	sent := 0
 	for {
-		if err := srv.allowRates(ctx, limits.msgRates); err != nil {
+		if err := rq.throttled(func() error { return srv.allowRates(ctx, limits.msgRates) }); err != nil {
 			return rq.notTried(m, err, proto)
 		}
 		switch srv.deliverOne(ctx, rq, sess, m, proto) {
@@ -329,6 +334,21 @@ func (rq *readyQueue) notTried(m *queuedMessage, err error, proto string) (count
 	}
 	rq.connectionFailed(m, internalReply(451, "4.4.1", "waiting for a throttle: "+err.Error()), proto)
 	return false
+}
+
+// throttled runs wait, a wait for the queue's limits, counting the worker
+// as held back by its own shaping rather than stalled (see sweep).
+func (rq *readyQueue) throttled(wait func() error) error {
+	rq.mu.Lock()
+	rq.waiting++
+	rq.mu.Unlock()
+	defer func() {
+		rq.mu.Lock()
+		rq.waiting--
+		rq.progress = time.Now()
+		rq.mu.Unlock()
+	}()
+	return wait()
 }
 
 func (rq *readyQueue) madeProgress() {
@@ -421,7 +441,8 @@ func (rq *readyQueue) sweep(now time.Time) {
 
 	rq.mu.Lock()
 	busy := rq.workers-rq.idle > 0 || len(rq.msgs) > 0
-	stalled := busy && now.Sub(rq.progress) > s.stallTimeout
+	// A queue held back by its own limits is not stalled.
+	stalled := busy && rq.waiting == 0 && now.Sub(rq.progress) > s.stallTimeout
 	var back []*queuedMessage
 	if stalled {
 		rq.sessCancel(fmt.Errorf("%w for %s", errStalled, s.stallTimeout))
