@@ -57,14 +57,14 @@ func (s *Server) applyActions(ctx context.Context, rq *readyQueue, m *queuedMess
 				s.suspendOnce(QueueMatch{Campaign: campaign, Tenant: tenant, Domain: domain}, a)
 			}
 		case shaping.ActionBounce:
-			s.BounceQueues(QueueMatch{Domain: domain}, a.Reason, a.Duration)
+			s.bounceOnce(QueueMatch{Domain: domain}, a)
 		case shaping.ActionBounceTenant:
 			if tenant != "" {
-				s.BounceQueues(QueueMatch{Tenant: tenant, Domain: domain}, a.Reason, a.Duration)
+				s.bounceOnce(QueueMatch{Tenant: tenant, Domain: domain}, a)
 			}
 		case shaping.ActionBounceCampaign:
 			if campaign != "" && tenant != "" {
-				s.BounceQueues(QueueMatch{Campaign: campaign, Tenant: tenant, Domain: domain}, a.Reason, a.Duration)
+				s.bounceOnce(QueueMatch{Campaign: campaign, Tenant: tenant, Domain: domain}, a)
 			}
 		default:
 			s.log.Warn("unknown automation action ignored", "kind", a.Kind, "reason", a.Reason)
@@ -93,19 +93,35 @@ func (s *Server) applyActions(ctx context.Context, rq *readyQueue, m *queuedMess
 // extends a suspension with the same criteria already in force, so that a
 // burst of matching responses makes one rule, not hundreds.
 func (s *Server) suspendOnce(match QueueMatch, a shaping.Action) {
-	until := time.Now().Add(a.Duration)
+	if !s.extendRule(&s.rules.suspend, match, a.Duration) {
+		s.SuspendQueues(match, a.Reason, a.Duration)
+	}
+}
+
+// bounceOnce is suspendOnce for bounce rules: the queued messages were
+// bounced when the rule was made, and later ones meet it at dispatch.
+func (s *Server) bounceOnce(match QueueMatch, a shaping.Action) {
+	if !s.extendRule(&s.rules.bounce, match, a.Duration) {
+		s.BounceQueues(match, a.Reason, a.Duration)
+	}
+}
+
+// extendRule extends a rule of list with the same criteria that is in
+// force to at least d from now, and reports whether there was one.
+func (s *Server) extendRule(list *[]*QueueRule, match QueueMatch, d time.Duration) bool {
+	now := time.Now()
+	until := now.Add(d)
 	s.rules.mu.Lock()
-	for _, r := range s.rules.suspend {
-		if sameMatch(r.Match, match) && time.Now().Before(r.Expires) {
+	defer s.rules.mu.Unlock()
+	for _, r := range *list {
+		if sameMatch(r.Match, match) && now.Before(r.Expires) {
 			if until.After(r.Expires) {
 				r.Expires = until
 			}
-			s.rules.mu.Unlock()
-			return
+			return true
 		}
 	}
-	s.rules.mu.Unlock()
-	s.SuspendQueues(match, a.Reason, a.Duration)
+	return false
 }
 
 func sameMatch(a, b QueueMatch) bool {

@@ -245,3 +245,43 @@ func TestRecipientBatchesAnd452(t *testing.T) {
 		t.Errorf("sink: %d recipients in %d transactions, want 5 in 3 (2+2+1 under its limit of 2)", st.Recipients, st.Messages)
 	}
 }
+
+// An automation Bounce action becomes one bounce rule for the domain,
+// however many responses trigger it: later mail for the domain gets an
+// AdminBounce record instead of an attempt.
+func TestAutomationBounceRule(t *testing.T) {
+	e := startE2E(t, time.Hour, time.Hour, smtpsink.Options{}, nil)
+	sh := shapingTOML(t, e, `
+["dest.test"]
+[["dest.test".automation]]
+regex = "permfail requested"
+action = "Bounce"
+duration = "1 minute"
+`)
+	ts := restartWith(t, e, sh)
+	ts.srv.ReleaseDelivery()
+	for i := range 3 {
+		inject(t, ts.srv, fmt.Sprintf("permfail%d@dest.test", i))
+	}
+	// Each ends bounced: by the peer's 5xx, or by the rule the first one
+	// made if it was still waiting.
+	waitFor(t, "the 5xx bounces", 5*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
+	if n := len(ts.sink.ofType(logs.Bounce)) + len(ts.sink.ofType(logs.AdminBounce)); n != 3 {
+		t.Fatalf("%d bounce records for 3 messages", n)
+	}
+	if _, bounces := ts.srv.QueueRules(); len(bounces) != 1 || bounces[0].Match.Domain != "dest.test" {
+		t.Fatalf("bounce rules %+v, want one for dest.test", bounces)
+	}
+	late := inject(t, ts.srv, "ok@dest.test")[0]
+	waitFor(t, "the admin bounce", 5*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
+	var lateBounced bool
+	for _, r := range ts.sink.ofType(logs.AdminBounce) {
+		lateBounced = lateBounced || r.ID == late.String() && strings.Contains(r.Response.Content, "automation rule")
+	}
+	if !lateBounced {
+		t.Error("the later message got no AdminBounce from the automation rule")
+	}
+	if e.sink.Stats().Messages != 0 {
+		t.Error("mail reached the sink while the bounce rule was in force")
+	}
+}
