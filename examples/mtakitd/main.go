@@ -84,6 +84,7 @@ type config struct {
 	dkimData  string
 	dkimKeys  string
 	dsn       bool
+	trustAD   bool
 	logHook   string
 	hold      bool
 	logLevel  slog.Level
@@ -106,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
 	fs.StringVar(&c.logHook, "log-hook", "", "POST every log record, batched as JSON, to `URL` (durable queue under -data)")
+	fs.BoolVar(&c.trustAD, "dns-trust-ad", false, "the resolvers of /etc/resolv.conf validate DNSSEC and are reached over a trusted path: believe their AD bit, so DANE (enable_dane) can apply")
 	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
 	// -hold is for benchmarks and tests: internal/cmd/mtabench measures
 	// memory per queued message and spool recovery time with it.
@@ -301,6 +303,13 @@ func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, ad
 		DSN:        c.dsn,
 		// -hold: queue everything, deliver nothing (benchmarks only).
 		HoldDelivery: c.hold,
+	}
+	if c.trustAD {
+		r, err := egress.NewResolver(egress.ResolverOptions{Logger: log, TrustAD: true})
+		if err != nil {
+			return nil, nil, fmt.Errorf("-dns-trust-ad: %w", err)
+		}
+		opts.Resolver = r
 	}
 	if c.smarthost != "" {
 		if err := useSmarthost(&opts, c.smarthost, &c.sh); err != nil {

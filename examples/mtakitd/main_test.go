@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/mtakit/mtakit/internal/smtpsink"
+	"github.com/mtakit/mtakit/mta/metrics"
 )
 
 // TestMain lets the tests run mtakitd as a real child process: the test
@@ -271,4 +273,18 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged messages never delivered (%v): %v", len(lost), len(keys), err, lost)
 	}
 	t.Logf("%d kills, %d acknowledged messages, all delivered; %d duplicates", kills, len(keys), len(sink.Duplicates()))
+}
+
+// -dns-trust-ad starts the server with a resolver that believes the AD
+// bit (for DANE).
+func TestTrustADFlag(t *testing.T) {
+	c, err := parseFlags([]string{"-data", t.TempDir(), "-listen", "127.0.0.1:0", "-http", "", "-hold", "-dns-trust-ad"}, io.Discard)
+	if err != nil || !c.trustAD {
+		t.Fatalf("parse: %+v, %v", c, err)
+	}
+	srv, _, err := start(c, slog.New(slog.DiscardHandler), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
 }
