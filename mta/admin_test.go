@@ -55,7 +55,7 @@ func TestSuspendQueuesHoldsAndReleases(t *testing.T) {
 	mu.Lock()
 	_, early := attempts[held.String()]
 	mu.Unlock()
-	if early || len(ts.sink.ofType(logs.TransientFailure)) != 0 {
+	if early || len(ts.sink.OfType(logs.TransientFailure)) != 0 {
 		t.Fatal("suspended tenant's mail was attempted")
 	}
 	if sus, _ := ts.srv.QueueRules(); len(sus) != 1 || sus[0].ID != rule.ID || sus[0].Reason != "warming up" {
@@ -82,15 +82,15 @@ func TestBounceQueues(t *testing.T) {
 		ids = append(ids, inject(t, ts.srv, "r@doomed.example")[0])
 	}
 	keep := inject(t, ts.srv, "r@fine.example")[0]
-	waitFor(t, "first attempts", 5*time.Second, func() bool { return len(ts.sink.ofType(logs.TransientFailure)) == 4 })
+	waitFor(t, "first attempts", 5*time.Second, func() bool { return len(ts.sink.OfType(logs.TransientFailure)) == 4 })
 	ts.srv.BounceQueues(mta.QueueMatch{Domain: "doomed.example"}, "list cleanup", time.Minute)
 	late := inject(t, ts.srv, "r@doomed.example")[0]
 	want := map[string]logs.RecordType{late.String(): logs.AdminBounce}
 	for _, id := range ids {
 		want[id.String()] = logs.AdminBounce
 	}
-	waitFor(t, "bounced", 5*time.Second, func() bool { return len(ts.sink.ofType(logs.AdminBounce)) == 4 })
-	for _, r := range ts.sink.ofType(logs.AdminBounce) {
+	waitFor(t, "bounced", 5*time.Second, func() bool { return len(ts.sink.OfType(logs.AdminBounce)) == 4 })
+	for _, r := range ts.sink.OfType(logs.AdminBounce) {
 		if want[r.ID] != logs.AdminBounce || r.Response.Code != 551 || !strings.Contains(r.Response.Content, "list cleanup") {
 			t.Errorf("admin bounce record %s: %d %q", r.ID, r.Response.Code, r.Response.Content)
 		}

@@ -25,7 +25,7 @@ import (
 // logged for id.
 func lastTransient(sink *memSink, id spool.ID) string {
 	var text string
-	for _, r := range sink.ofType(logs.TransientFailure) {
+	for _, r := range sink.OfType(logs.TransientFailure) {
 		if r.ID == id.String() {
 			text = r.Response.Content
 		}
@@ -109,12 +109,12 @@ func TestConsecutiveConnectionFailuresDelayTheQueue(t *testing.T) {
 		inject(t, ts.srv, "r@refusing.example")
 	}
 	ts.srv.ReleaseDelivery()
-	waitFor(t, "every message failed once", 10*time.Second, func() bool { return len(ts.sink.ofType(logs.TransientFailure)) >= n })
+	waitFor(t, "every message failed once", 10*time.Second, func() bool { return len(ts.sink.OfType(logs.TransientFailure)) >= n })
 	time.Sleep(100 * time.Millisecond)
 	if got := accepted.Load(); got != 3 {
 		t.Errorf("%d connections for %d messages, want 3 (then the queue is delayed)", got, n)
 	}
-	if got := len(ts.sink.ofType(logs.TransientFailure)); got != n {
+	if got := len(ts.sink.OfType(logs.TransientFailure)); got != n {
 		t.Errorf("%d transient failures, want %d", got, n)
 	}
 }
@@ -133,7 +133,7 @@ func TestExpiredDuringDowntime(t *testing.T) {
 	deliver := func(context.Context, *mta.Delivery) error { calls.Add(1); return nil }
 	ts2 := startServer(t, openBadger(t, dir+"/data"), openBadger(t, dir+"/meta"), handlerQueue(deliver, time.Hour, 50*time.Millisecond))
 	waitFor(t, "expiry", 5*time.Second, func() bool { return ts2.srv.QueuedCount() == 0 })
-	e := ts2.sink.ofType(logs.Expiration)
+	e := ts2.sink.OfType(logs.Expiration)
 	if len(e) != 1 || e[0].ID != id.String() || !strings.Contains(e[0].Response.Content, "exceeds max_age") || e[0].NumAttempts != 0 {
 		t.Fatalf("expirations %+v", e)
 	}
@@ -193,7 +193,7 @@ func TestRoutingDomainOverride(t *testing.T) {
 	})
 	id := inject(t, ts.srv, "r@unroutable.test")[0]
 	waitFor(t, "delivery via the routing domain", 5*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	d := ts.sink.ofType(logs.Delivery)
+	d := ts.sink.OfType(logs.Delivery)
 	if len(d) != 1 || d[0].ID != id.String() || d[0].Recipient[0] != "r@unroutable.test" {
 		t.Fatalf("deliveries %+v", d)
 	}
@@ -213,7 +213,7 @@ func TestMetaWithoutDataIsDropped(t *testing.T) {
 	}
 	ts.srv.ReleaseDelivery()
 	waitFor(t, "message dropped", 5*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	if calls.Load() != 0 || len(ts.sink.ofType(logs.Delivery)) != 0 {
+	if calls.Load() != 0 || len(ts.sink.OfType(logs.Delivery)) != 0 {
 		t.Error("a message without data was delivered")
 	}
 	if _, err := meta.Load(context.Background(), id); !errors.Is(err, spool.ErrNotFound) {

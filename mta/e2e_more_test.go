@@ -40,7 +40,7 @@ func TestPerRecipientOutcomes(t *testing.T) {
 	waitFor(t, "settled", 20*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
 
 	byRcpt := map[string][]logs.RecordType{}
-	for _, r := range ts.sink.recs {
+	for _, r := range ts.sink.Records() {
 		if r.Type != logs.Reception {
 			byRcpt[r.Recipient[0]] = append(byRcpt[r.Recipient[0]], r.Type)
 		}
@@ -61,7 +61,7 @@ func TestPerRecipientOutcomes(t *testing.T) {
 	if n := e.sink.Count(); n != 3 {
 		t.Errorf("sink accepted %d transactions, want 3", n)
 	}
-	for _, r := range ts.sink.ofType(logs.Bounce) {
+	for _, r := range ts.sink.OfType(logs.Bounce) {
 		if r.BounceClassification != "InvalidRecipient" {
 			t.Errorf("bounce classified %q, want InvalidRecipient", r.BounceClassification)
 		}
@@ -106,7 +106,7 @@ func TestDSNOnBounce(t *testing.T) {
 			t.Errorf("DSN lacks %q:\n%s", want, body)
 		}
 	}
-	if n := len(ts.sink.ofType(logs.Bounce)); n != 2 {
+	if n := len(ts.sink.OfType(logs.Bounce)); n != 2 {
 		t.Errorf("want 2 bounces, got %d", n)
 	}
 }
@@ -131,7 +131,7 @@ func TestDeliveryOverTLSReusesConnection(t *testing.T) {
 	if st.TLSMessages != 5 || st.Connections != 1 || st.MaxPerConn != 5 {
 		t.Errorf("sink stats %+v: want 5 TLS messages on one connection", st)
 	}
-	for _, d := range e.testServer.sink.ofType(logs.Delivery) {
+	for _, d := range e.testServer.sink.OfType(logs.Delivery) {
 		if d.TLSCipher == "" || d.TLSProtocolVersion == "" || len(d.TLSPeerSubjectName) == 0 || d.PeerAddress == nil {
 			t.Errorf("delivery record lacks TLS details: %+v", d)
 		}

@@ -146,11 +146,11 @@ func TestEndToEndDeliveryRetryBounce(t *testing.T) {
 			t.Errorf("dot-stuffed line changed:\n%s", m.Data)
 		}
 	}
-	tf := e.testServer.sink.ofType(logs.TransientFailure)
+	tf := e.testServer.sink.OfType(logs.TransientFailure)
 	if len(tf) != 2 || tf[0].Response.Code != 451 || tf[0].Site == "" || tf[0].PeerAddress == nil || tf[0].PeerAddress.Addr != "127.0.0.1" {
 		t.Errorf("transient failures %+v", tf)
 	}
-	d := e.testServer.sink.ofType(logs.Delivery)
+	d := e.testServer.sink.OfType(logs.Delivery)
 	if len(d) == 0 || d[0].Site != "unspecified->mx.dest.test@smtp_client" || d[0].DeliveryProtocol == nil || *d[0].DeliveryProtocol != "ESMTP" {
 		t.Errorf("delivery record %+v", d[0])
 	}
@@ -174,7 +174,7 @@ func TestEndToEndExpiration(t *testing.T) {
 	}
 	waitFor(t, "expiration", 20*time.Second, func() bool { return e.srv.QueuedCount() == 0 })
 	checkExactlyOnce(t, e.testServer.sink, want)
-	for _, r := range e.testServer.sink.ofType(logs.TransientFailure) {
+	for _, r := range e.testServer.sink.OfType(logs.TransientFailure) {
 		if r.Recipient[0] == "x@servfail.test" && !strings.HasPrefix(r.Response.Content, "KumoMTA internal: failed to resolve servfail.test") {
 			t.Errorf("DNS failure response %q", r.Response.Content)
 		}
@@ -216,7 +216,7 @@ func TestEndToEndFaultsCostOneRetry(t *testing.T) {
 			ids := sendMail(t, rc, "s@example.com", []string{"r@dest.test"}, testMessage("fault", "x"))
 			waitFor(t, "delivery", 20*time.Second, func() bool { return e.srv.QueuedCount() == 0 })
 			checkExactlyOnce(t, e.testServer.sink, map[string]logs.RecordType{ids[0]: logs.Delivery})
-			if n := len(e.testServer.sink.ofType(logs.TransientFailure)); n != 1 {
+			if n := len(e.testServer.sink.OfType(logs.TransientFailure)); n != 1 {
 				t.Errorf("want one transient failure, got %d", n)
 			}
 		})

@@ -152,10 +152,10 @@ func TestShutdownFinishesOnlyDeliveriesInProgress(t *testing.T) {
 	if c := b.calls.Load(); c != 1 {
 		t.Errorf("deliverer called %d times during shutdown, want only the delivery in progress", c)
 	}
-	if d := ts.sink.ofType(logs.Delivery); len(d) != 1 || d[0].ID != first {
+	if d := ts.sink.OfType(logs.Delivery); len(d) != 1 || d[0].ID != first {
 		t.Errorf("%d deliveries before restart, want only %s", len(d), first)
 	}
-	if tf := ts.sink.ofType(logs.TransientFailure); len(tf) != 0 {
+	if tf := ts.sink.OfType(logs.TransientFailure); len(tf) != 0 {
 		t.Errorf("%d transient failures logged for messages that were never tried", len(tf))
 	}
 
@@ -200,7 +200,7 @@ func TestCloseChargesNoAttemptToUntriedMessages(t *testing.T) {
 			if c := b.calls.Load(); c != 2 {
 				t.Errorf("deliverer called %d times, want the 2 in flight", c)
 			}
-			tf := ts.sink.ofType(logs.TransientFailure)
+			tf := ts.sink.OfType(logs.TransientFailure)
 			for _, r := range tf {
 				if !inFlight[r.ID] {
 					t.Errorf("transient failure logged for %s, which was never tried", r.ID)
@@ -303,7 +303,7 @@ func TestStalledReadyQueueHonoursMaxAge(t *testing.T) {
 	}
 	checkExactlyOnce(t, ts.sink, want)
 	var stalled int
-	for _, r := range ts.sink.ofType(logs.TransientFailure) {
+	for _, r := range ts.sink.OfType(logs.TransientFailure) {
 		if strings.Contains(r.Response.Content, "no progress") {
 			stalled++
 		}
@@ -329,7 +329,7 @@ func TestThrottledQueueIsNotStalled(t *testing.T) {
 		inject(t, ts.srv, "r@dest.example")
 	}
 	waitFor(t, "all delivered", 10*time.Second, func() bool { return delivered.Load() == 5 })
-	if n := len(ts.sink.ofType(logs.TransientFailure)); n != 0 {
+	if n := len(ts.sink.OfType(logs.TransientFailure)); n != 0 {
 		t.Errorf("%d transient failures: the watchdog took a throttled queue for a stalled one", n)
 	}
 }

@@ -22,31 +22,8 @@ import (
 	"github.com/mtakit/mtakit/spool"
 )
 
-// memSink is a logs.Sink that keeps records for assertions.
-type memSink struct {
-	mu   sync.Mutex
-	recs []logs.Record
-}
-
-func (s *memSink) Log(r *logs.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recs = append(s.recs, *r)
-	return nil
-}
-func (s *memSink) Close() error { return nil }
-
-func (s *memSink) ofType(t logs.RecordType) []logs.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []logs.Record
-	for _, r := range s.recs {
-		if r.Type == t {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+// memSink keeps the records a test server logs, for assertions.
+type memSink = logs.Memory
 
 // testServer is a running server on 127.0.0.1 with its spools.
 type testServer struct {

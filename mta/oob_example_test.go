@@ -53,7 +53,7 @@ func Example_outOfBandBounces() {
 	if err := smtp.SendMail(addr.String(), nil, "", []string{"b@bounce.example.com"}, []byte(dsn)); err != nil {
 		log.Fatal(err)
 	}
-	for _, r := range sink.ofType(logs.OOB) {
+	for _, r := range sink.OfType(logs.OOB) {
 		fmt.Println(r.Type, r.Sender, r.Recipient[0], r.Response.Code, r.BounceClassification)
 	}
 	fmt.Println("queued:", srv.QueuedCount())

@@ -129,7 +129,7 @@ func TestOOBRecords(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			ids := sendReport(t, ts, []string{"bounces@bounce.sender.example"}, sample(t, tc.file))
-			all := ts.sink.ofType(logs.OOB)
+			all := ts.sink.OfType(logs.OOB)
 			recs := all[seen:]
 			seen = len(all)
 			if len(recs) != len(tc.want) {
@@ -170,7 +170,7 @@ func TestOOBRecords(t *testing.T) {
 	if n := countSpool(t, ts.data); n != 0 {
 		t.Errorf("%d messages spooled for LogThenDrop reports", n)
 	}
-	if n := len(ts.sink.ofType(logs.Reception)); n != len(tests) {
+	if n := len(ts.sink.OfType(logs.Reception)); n != len(tests) {
 		t.Errorf("%d Reception records for %d dropped bounces", n, len(tests))
 	}
 }
@@ -178,7 +178,7 @@ func TestOOBRecords(t *testing.T) {
 func TestFeedbackRecords(t *testing.T) {
 	ts := startReportServer(t)
 	ids := sendReport(t, ts, []string{"fbl@fbl.sender.example"}, sample(t, "arf-abuse-yahoo.eml"))
-	recs := ts.sink.ofType(logs.Feedback)
+	recs := ts.sink.OfType(logs.Feedback)
 	if len(recs) != 1 {
 		t.Fatalf("got %d Feedback records, want 1", len(recs))
 	}
@@ -248,9 +248,9 @@ func TestUnparseableReports(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := startReportServer(t)
 			ids := sendReport(t, ts, []string{tc.to}, sample(t, tc.file))
-			recs := ts.sink.ofType(tc.kind)
+			recs := ts.sink.OfType(tc.kind)
 			if len(recs) != 1 {
-				t.Fatalf("got %d %s records, want 1: %+v", len(recs), tc.kind, ts.sink.recs)
+				t.Fatalf("got %d %s records, want 1: %+v", len(recs), tc.kind, ts.sink.Records())
 			}
 			rec := recs[0]
 			if rec.ID != ids[0] {
@@ -303,11 +303,11 @@ func TestReportDispositions(t *testing.T) {
 			if n := countSpool(t, ts.data); n != tc.stored {
 				t.Errorf("%d messages spooled, want %d", n, tc.stored)
 			}
-			oob := ts.sink.ofType(logs.OOB)
+			oob := ts.sink.OfType(logs.OOB)
 			if len(oob) != tc.oob {
 				t.Errorf("%d OOB records, want %d", len(oob), tc.oob)
 			}
-			rcp := ts.sink.ofType(logs.Reception)
+			rcp := ts.sink.OfType(logs.Reception)
 			if len(rcp) != tc.reception {
 				t.Errorf("%d Reception records, want %d", len(rcp), tc.reception)
 			}
@@ -385,7 +385,7 @@ func TestReportCorrelationRoundTrip(t *testing.T) {
 		"--FB\r\nContent-Type: message/rfc822\r\n\r\n" + string(data) + "\r\n--FB--\r\n"
 	sendReport(t, ts, []string{"fbl@fbl.sender.example"}, arf)
 
-	oob := ts.sink.ofType(logs.OOB)
+	oob := ts.sink.OfType(logs.OOB)
 	if len(oob) != 1 {
 		t.Fatalf("got %d OOB records, want 1", len(oob))
 	}
@@ -401,7 +401,7 @@ func TestReportCorrelationRoundTrip(t *testing.T) {
 		t.Errorf("OOB %s for %v", rec.BounceClassification, rec.Recipient)
 	}
 
-	fb := ts.sink.ofType(logs.Feedback)
+	fb := ts.sink.OfType(logs.Feedback)
 	if len(fb) != 1 {
 		t.Fatalf("got %d Feedback records, want 1", len(fb))
 	}

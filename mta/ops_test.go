@@ -31,7 +31,7 @@ func TestRebindFlushIsDurable(t *testing.T) {
 	rc := dialRaw(t, e.addr)
 	ehlo(rc)
 	id := sendMail(t, rc, "s@example.com", []string{"later@dest.test"}, testMessage("flush", "x"))[0]
-	waitUntil(t, "transient failure", func() bool { return len(e.testServer.sink.ofType(logs.TransientFailure)) == 1 })
+	waitUntil(t, "transient failure", func() bool { return len(e.testServer.sink.OfType(logs.TransientFailure)) == 1 })
 	e.srv.HoldDelivery()
 	sid, err := spool.ParseID(id)
 	if err != nil {
@@ -72,7 +72,7 @@ func TestRebindMovesAndSuspendReadyQueue(t *testing.T) {
 	if got := e.srv.QueueSummary(); n != 1 || got["t1@dest.test"] != 1 || got["other.test"] != 1 || len(got) != 2 {
 		t.Fatalf("after rebind (%d): %v", n, got)
 	}
-	if recs := e.testServer.sink.ofType(logs.AdminRebind); len(recs) != 1 || recs[0].Queue != "t1@dest.test" {
+	if recs := e.testServer.sink.OfType(logs.AdminRebind); len(recs) != 1 || recs[0].Queue != "t1@dest.test" {
 		t.Errorf("AdminRebind records %+v", recs)
 	}
 
@@ -87,8 +87,8 @@ func TestRebindMovesAndSuspendReadyQueue(t *testing.T) {
 	if e.sink.Count() != 0 {
 		t.Fatalf("%d delivered through a suspended ready queue", e.sink.Count())
 	}
-	if e.srv.QueuedCount() != 2 || len(e.testServer.sink.ofType(logs.TransientFailure)) != 0 {
-		t.Fatalf("held messages: %d queued, %d transient failures", e.srv.QueuedCount(), len(e.testServer.sink.ofType(logs.TransientFailure)))
+	if e.srv.QueuedCount() != 2 || len(e.testServer.sink.OfType(logs.TransientFailure)) != 0 {
+		t.Fatalf("held messages: %d queued, %d transient failures", e.srv.QueuedCount(), len(e.testServer.sink.OfType(logs.TransientFailure)))
 	}
 	if !e.srv.CancelReadyQueueSuspension(rule.ID) || e.srv.CancelReadyQueueSuspension(rule.ID) {
 		t.Fatal("cancel: want true once")

@@ -39,9 +39,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // finals counts the final records (Delivery, Bounce, Expiration) per ID.
 func finals(sink *memSink) map[string][]logs.RecordType {
 	out := map[string][]logs.RecordType{}
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	for _, r := range sink.recs {
+	for _, r := range sink.Records() {
 		switch r.Type {
 		case logs.Delivery, logs.Bounce, logs.Expiration:
 			out[r.ID] = append(out[r.ID], r.Type)
@@ -80,7 +78,7 @@ func TestHandlerDeliversEveryMessageOnce(t *testing.T) {
 	if countSpool(t, data)+countSpool(t, meta) != 0 {
 		t.Error("delivered messages left in the spool")
 	}
-	d := ts.sink.ofType(logs.Delivery)[0]
+	d := ts.sink.OfType(logs.Delivery)[0]
 	if d.NumAttempts != 1 || d.Site != "unspecified->dest.example@go" || d.EgressSource == nil || *d.EgressSource != "unspecified" ||
 		d.EgressPool == nil || *d.EgressPool != "unspecified" || d.DeliveryProtocol == nil || *d.DeliveryProtocol != "Go" || d.Queue != "dest.example" {
 		t.Errorf("delivery record %+v", d)
@@ -108,14 +106,14 @@ func TestRetryWithBackoffThenDeliver(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "delivery", 10*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	tf := ts.sink.ofType(logs.TransientFailure)
+	tf := ts.sink.OfType(logs.TransientFailure)
 	if len(tf) != 2 || tf[0].NumAttempts != 1 || tf[1].NumAttempts != 2 || tf[0].Response.Code != 451 || tf[0].Response.Content != "try later" {
 		t.Fatalf("transient failures %+v", tf)
 	}
 	if f := finals(ts.sink)[ids[0].String()]; len(f) != 1 || f[0] != logs.Delivery {
 		t.Fatalf("finals %v", f)
 	}
-	if d := ts.sink.ofType(logs.Delivery)[0]; d.NumAttempts != 3 {
+	if d := ts.sink.OfType(logs.Delivery)[0]; d.NumAttempts != 3 {
 		t.Errorf("delivery num_attempts %d, want 3", d.NumAttempts)
 	}
 	// Backoff doubles: ~retry, then ~2*retry (jitter is at most retry/40).
@@ -138,7 +136,7 @@ func TestPermanentFailureBounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "bounce", 10*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	b := ts.sink.ofType(logs.Bounce)
+	b := ts.sink.OfType(logs.Bounce)
 	if len(b) != 1 || b[0].ID != ids[0].String() || b[0].Response.Code != 550 || b[0].Recipient[0] != "nobody@dest.example" {
 		t.Fatalf("bounces %+v", b)
 	}
@@ -155,12 +153,12 @@ func TestExpiration(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "expiration", 10*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	e := ts.sink.ofType(logs.Expiration)
+	e := ts.sink.OfType(logs.Expiration)
 	if len(e) != 1 || e[0].ID != ids[0].String() || e[0].Response.Code != 551 ||
 		!strings.Contains(e[0].Response.Content, "exceeds max_age=300ms") {
 		t.Fatalf("expirations %+v", e)
 	}
-	if n := len(ts.sink.ofType(logs.TransientFailure)); n < 2 {
+	if n := len(ts.sink.OfType(logs.TransientFailure)); n < 2 {
 		t.Errorf("want several transient failures before expiry, got %d", n)
 	}
 	if f := finals(ts.sink)[ids[0].String()]; len(f) != 1 {
@@ -178,7 +176,7 @@ func TestRetryStateSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "first failure", 10*time.Second, func() bool { return len(ts.sink.ofType(logs.TransientFailure)) >= 1 })
+	waitFor(t, "first failure", 10*time.Second, func() bool { return len(ts.sink.OfType(logs.TransientFailure)) >= 1 })
 	if err := ts.srv.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +191,7 @@ func TestRetryStateSurvivesRestart(t *testing.T) {
 	}
 	ts2 := startServer(t, openBadger(t, dir+"/data"), openBadger(t, dir+"/meta"), handlerQueue(ok, 200*time.Millisecond, time.Hour))
 	waitFor(t, "delivery after restart", 10*time.Second, func() bool { return ts2.srv.QueuedCount() == 0 })
-	d := ts2.sink.ofType(logs.Delivery)
+	d := ts2.sink.OfType(logs.Delivery)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(d) != 1 || d[0].ID != ids[0].String() || attempt < 2 || d[0].NumAttempts != attempt {

@@ -94,7 +94,7 @@ func TestReceptionLogRecord(t *testing.T) {
 	ehlo(rc)
 	ids := sendMail(t, rc, "sender@example.com", []string{"User@Example.NET"}, testMessage("logged", "body"))
 
-	recs := ts.sink.ofType(logs.Reception)
+	recs := ts.sink.OfType(logs.Reception)
 	if len(recs) != 1 {
 		t.Fatalf("want 1 Reception record, got %d", len(recs))
 	}
@@ -203,7 +203,7 @@ func TestRelayDecisions(t *testing.T) {
 				if msg != "5.7.1 relaying not permitted" {
 					t.Errorf("refusal text %q", msg)
 				}
-				if rej := ts.sink.ofType(logs.Rejection); len(rej) != 1 || rej[0].Response.Code != 550 {
+				if rej := ts.sink.OfType(logs.Rejection); len(rej) != 1 || rej[0].Response.Code != 550 {
 					t.Errorf("want one Rejection record, got %+v", rej)
 				}
 			}
@@ -368,7 +368,7 @@ func TestSpoolFailureAnswers4xxAndKeepsNothing(t *testing.T) {
 	if n := countSpool(t, data) + countSpool(t, meta); n != 0 {
 		t.Fatalf("%d entries left after a failed store", n)
 	}
-	if ts.srv.QueuedCount() != 0 || len(ts.sink.ofType(logs.Reception)) != 0 {
+	if ts.srv.QueuedCount() != 0 || len(ts.sink.OfType(logs.Reception)) != 0 {
 		t.Fatal("failed message was queued or logged as received")
 	}
 }
@@ -414,7 +414,7 @@ func TestStartTLS(t *testing.T) {
 	if err := c.SendMail("a@example.com", []string{"b@example.com"}, strings.NewReader(testMessage("tls", "secret"))); err != nil {
 		t.Fatal(err)
 	}
-	recs := ts.sink.ofType(logs.Reception)
+	recs := ts.sink.OfType(logs.Reception)
 	if len(recs) != 1 || recs[0].TLSCipher == "" || recs[0].TLSProtocolVersion == "" {
 		t.Fatalf("want a Reception record with TLS details, got %+v", recs)
 	}
@@ -449,7 +449,7 @@ func TestPolicyHook(t *testing.T) {
 	if q := ts.srv.QueueSummary(); q["spring:acme@dest.example"] != 1 {
 		t.Errorf("queues %v", q)
 	}
-	if r := ts.sink.ofType(logs.Reception); len(r) != 1 || r[0].ID != ids[0] || r[0].Queue != "spring:acme@dest.example" {
+	if r := ts.sink.OfType(logs.Reception); len(r) != 1 || r[0].ID != ids[0] || r[0].Queue != "spring:acme@dest.example" {
 		t.Errorf("reception %+v", r)
 	}
 

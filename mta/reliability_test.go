@@ -123,7 +123,7 @@ func TestMixedFaultReliability(t *testing.T) {
 
 	// The faults did happen, so the outcome means something.
 	st := e.sink.Stats()
-	tf := len(e.testServer.sink.ofType(logs.TransientFailure))
+	tf := len(e.testServer.sink.OfType(logs.TransientFailure))
 	t.Logf("%d messages in %v: %v; %d transient failures; sink %+v", n, time.Since(start).Round(time.Millisecond), count, tf, st)
 	if count[logs.Delivery] < n/2 || count[logs.Bounce] < n/50 || count[logs.Expiration] < n/25 {
 		t.Errorf("outcomes %v: want mostly deliveries, some bounces and expirations", count)

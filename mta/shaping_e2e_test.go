@@ -62,7 +62,7 @@ func restartWith(t *testing.T, e *e2e, shaper shaping.Shaper, more ...serverOpt)
 
 // deliverySpan is the time from the first to the last Delivery record.
 func deliverySpan(sink *memSink) (time.Duration, int) {
-	d := sink.ofType(logs.Delivery)
+	d := sink.OfType(logs.Delivery)
 	if len(d) < 2 {
 		return 0, len(d)
 	}
@@ -146,7 +146,7 @@ duration = "1s"
 	}
 	id := inject(t, ts.srv, "ok@dest.test")[0]
 	waitFor(t, "delivery after the suspension", 10*time.Second, func() bool {
-		for _, r := range ts.sink.ofType(logs.Delivery) {
+		for _, r := range ts.sink.OfType(logs.Delivery) {
 			if r.ID == id.String() {
 				return true
 			}
@@ -232,9 +232,9 @@ func TestRecipientBatchesAnd452(t *testing.T) {
 	}
 	ts.srv.ReleaseDelivery()
 	waitFor(t, "delivery", 10*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	d := ts.sink.ofType(logs.Delivery)
-	if len(d) != len(rcpts) || len(ts.sink.ofType(logs.TransientFailure)) != 0 {
-		t.Fatalf("%d deliveries, %d transient failures; want %d deliveries in the first attempt", len(d), len(ts.sink.ofType(logs.TransientFailure)), len(rcpts))
+	d := ts.sink.OfType(logs.Delivery)
+	if len(d) != len(rcpts) || len(ts.sink.OfType(logs.TransientFailure)) != 0 {
+		t.Fatalf("%d deliveries, %d transient failures; want %d deliveries in the first attempt", len(d), len(ts.sink.OfType(logs.TransientFailure)), len(rcpts))
 	}
 	for _, r := range d {
 		if r.NumAttempts != 1 {
@@ -266,7 +266,7 @@ duration = "1 minute"
 	// Each ends bounced: by the peer's 5xx, or by the rule the first one
 	// made if it was still waiting.
 	waitFor(t, "the 5xx bounces", 5*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
-	if n := len(ts.sink.ofType(logs.Bounce)) + len(ts.sink.ofType(logs.AdminBounce)); n != 3 {
+	if n := len(ts.sink.OfType(logs.Bounce)) + len(ts.sink.OfType(logs.AdminBounce)); n != 3 {
 		t.Fatalf("%d bounce records for 3 messages", n)
 	}
 	if _, bounces := ts.srv.QueueRules(); len(bounces) != 1 || bounces[0].Match.Domain != "dest.test" {
@@ -275,7 +275,7 @@ duration = "1 minute"
 	late := inject(t, ts.srv, "ok@dest.test")[0]
 	waitFor(t, "the admin bounce", 5*time.Second, func() bool { return ts.srv.QueuedCount() == 0 })
 	var lateBounced bool
-	for _, r := range ts.sink.ofType(logs.AdminBounce) {
+	for _, r := range ts.sink.OfType(logs.AdminBounce) {
 		lateBounced = lateBounced || r.ID == late.String() && strings.Contains(r.Response.Content, "automation rule")
 	}
 	if !lateBounced {

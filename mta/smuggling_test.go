@@ -143,7 +143,7 @@ func TestSmugglingVariants(t *testing.T) {
 			t.Errorf("unexpected queue %q", q)
 		}
 	}
-	for _, r := range ts.sink.ofType(logs.Reception) {
+	for _, r := range ts.sink.OfType(logs.Reception) {
 		if r.Sender != "a@example.com" || len(r.Recipient) != 1 || r.Recipient[0] != "b@example.com" {
 			t.Errorf("received %q -> %v", r.Sender, r.Recipient)
 		}
@@ -297,7 +297,7 @@ func TestOpenRelayRefused(t *testing.T) {
 		t.Errorf("only %d of %d refusals were relay refusals", n550, len(refused))
 	}
 	n := 0
-	for _, r := range ts.sink.ofType(logs.Rejection) {
+	for _, r := range ts.sink.OfType(logs.Rejection) {
 		if r.Response.Code == 550 {
 			n++
 		}

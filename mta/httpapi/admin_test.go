@@ -40,14 +40,14 @@ func TestAdminBounce(t *testing.T) {
 	if br.TotalBounced != 2 || e.srv.QueuedCount() != 1 {
 		t.Errorf("bounced %d, %d still queued; want 2 and 1", br.TotalBounced, e.srv.QueuedCount())
 	}
-	ab := e.log.ofType(logs.AdminBounce)
+	ab := e.log.OfType(logs.AdminBounce)
 	if len(ab) != 2 || !strings.Contains(ab[0].Response.Content, "bad list") {
 		t.Fatalf("AdminBounce records: %+v", ab)
 	}
 	// The rule bounces new arrivals for its duration.
 	e.inject(t, "late@dest.test")
 	e.srv.ReleaseDelivery()
-	waitFor(t, "late arrival bounced", func() bool { return len(e.log.ofType(logs.AdminBounce)) == 3 })
+	waitFor(t, "late arrival bounced", func() bool { return len(e.log.OfType(logs.AdminBounce)) == 3 })
 
 	var list []httpapi.BounceEntry
 	if code := e.call(t, "GET", "/api/admin/bounce/v1", nil, &list); code != 200 || len(list) != 1 {
@@ -114,7 +114,7 @@ func TestAdminSuspendAndReadyQueue(t *testing.T) {
 	if n := e.sink.Count(); n != 2 {
 		t.Fatalf("%d delivered through a suspended ready queue", n-2)
 	}
-	if n := len(e.log.ofType(logs.TransientFailure)); n != 0 {
+	if n := len(e.log.OfType(logs.TransientFailure)); n != 0 {
 		t.Errorf("%d TransientFailure records; a ready-queue suspension charges no attempt", n)
 	}
 	var rl []httpapi.SuspendReadyEntry
@@ -135,11 +135,11 @@ func TestAdminRebindFlushAndInspect(t *testing.T) {
 	e := startEnv(t, envOpts{retry: time.Hour})
 	fault := e.sink.MustAddFault(smtpsink.Fault{Stage: smtpsink.StageRcpt, Match: smtpsink.MatchLocalPart("retry"), Code: 451, Text: "later", Times: 1})
 	e.inject(t, "retry@dest.test")
-	waitFor(t, "transient failure", func() bool { return len(e.log.ofType(logs.TransientFailure)) == 1 })
+	waitFor(t, "transient failure", func() bool { return len(e.log.OfType(logs.TransientFailure)) == 1 })
 	if e.sink.FaultHits(fault) != 1 {
 		t.Fatal("fault not hit")
 	}
-	id := e.log.ofType(logs.TransientFailure)[0].ID
+	id := e.log.OfType(logs.TransientFailure)[0].ID
 
 	// The record is logged just before the new due time is spooled.
 	var ir httpapi.InspectResponse
@@ -173,7 +173,7 @@ func TestAdminRebindFlushAndInspect(t *testing.T) {
 	if err := e.sink.WaitCount(ctx, 1); err != nil {
 		t.Fatal("flushed message not delivered:", err)
 	}
-	if recs := e.log.ofType(logs.AdminRebind); len(recs) != 1 || !strings.Contains(recs[0].Response.Content, "route fixed") {
+	if recs := e.log.OfType(logs.AdminRebind); len(recs) != 1 || !strings.Contains(recs[0].Response.Content, "route fixed") {
 		t.Errorf("AdminRebind records %+v", recs)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,32 +23,6 @@ import (
 	"github.com/mtakit/mtakit/spool"
 )
 
-// memLog keeps log records for assertions.
-type memLog struct {
-	mu   sync.Mutex
-	recs []logs.Record
-}
-
-func (s *memLog) Log(r *logs.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recs = append(s.recs, *r)
-	return nil
-}
-func (s *memLog) Close() error { return nil }
-
-func (s *memLog) ofType(t logs.RecordType) []logs.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []logs.Record
-	for _, r := range s.recs {
-		if r.Type == t {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // env is an mta.Server whose mail goes to a loopback sink, with the API
 // served on 127.0.0.1.
 type env struct {
@@ -57,7 +30,7 @@ type env struct {
 	api  *httpapi.API
 	url  string
 	sink *smtpsink.Sink
-	log  *memLog
+	log  *logs.Memory
 	// readyQueue is the name of the ready queue mail to the sink uses.
 	readyQueue string
 }
@@ -88,7 +61,7 @@ func startEnv(t *testing.T, o envOpts) *env {
 	if retry == 0 {
 		retry = time.Hour
 	}
-	e := &env{sink: sink, log: &memLog{}, readyQueue: egress.ReadyQueueName("unspecified", egress.MXListSiteName(list), "smtp_client")}
+	e := &env{sink: sink, log: &logs.Memory{}, readyQueue: egress.ReadyQueueName("unspecified", egress.MXListSiteName(list), "smtp_client")}
 	opts := mta.Options{
 		Hostname:     "mx.test",
 		DataSpool:    spool.NewMemory(),

@@ -49,7 +49,7 @@ func TestInjectRawTemplatedPerRecipient(t *testing.T) {
 		t.Errorf("MessageReceived called %d times, want 2", hookCalls)
 	}
 	// Spooled before the 200: every message has its Reception record.
-	recs := e.log.ofType(logs.Reception)
+	recs := e.log.OfType(logs.Reception)
 	if len(recs) != 2 {
 		t.Fatalf("%d Reception records, want 2", len(recs))
 	}
@@ -213,7 +213,7 @@ func TestInjectRejectsBadRequests(t *testing.T) {
 	if n := e.srv.QueuedCount(); n != 0 {
 		t.Errorf("%d messages queued by bad requests, want 0", n)
 	}
-	if n := len(e.log.ofType(logs.Reception)); n != 0 {
+	if n := len(e.log.OfType(logs.Reception)); n != 0 {
 		t.Errorf("%d Reception records, want 0", n)
 	}
 }
@@ -262,7 +262,7 @@ func TestInjectSinkFault(t *testing.T) {
 	if code := e.call(t, "POST", "/api/inject/v1", body, &resp); code != http.StatusOK || resp.SuccessCount != 1 {
 		t.Fatalf("status %d %+v", code, resp)
 	}
-	waitFor(t, "bounce record", func() bool { return len(e.log.ofType(logs.Bounce)) == 1 })
+	waitFor(t, "bounce record", func() bool { return len(e.log.OfType(logs.Bounce)) == 1 })
 }
 
 // A template that makes the engine panic (gonja divides by zero) fails

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"net/textproto"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,31 +21,6 @@ import (
 	"github.com/mtakit/mtakit/shaping"
 	"github.com/mtakit/mtakit/spool"
 )
-
-type recordSink struct {
-	mu   sync.Mutex
-	recs []logs.Record
-}
-
-func (s *recordSink) Log(r *logs.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recs = append(s.recs, *r)
-	return nil
-}
-func (s *recordSink) Close() error { return nil }
-
-func (s *recordSink) deliveries() []logs.Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []logs.Record
-	for _, r := range s.recs {
-		if r.Type == logs.Delivery {
-			out = append(out, r)
-		}
-	}
-	return out
-}
 
 const sourcesTOML = `
 [source."lo-2"]
@@ -115,7 +89,7 @@ func TestTenantRoutingEndToEnd(t *testing.T) {
 	}
 	helper := queues.NewHelper(cfg)
 
-	records := &recordSink{}
+	records := &logs.Memory{}
 	srv, err := mta.New(mta.Options{
 		Hostname:    "mx.test",
 		DataSpool:   spool.NewMemory(),
@@ -221,10 +195,10 @@ func TestTenantRoutingEndToEnd(t *testing.T) {
 		"c@route.test": {"acme@route.test!dest.test", "acme-pool", "acme"},
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(records.deliveries()) < 3 && time.Now().Before(deadline) {
+	for len(records.OfType(logs.Delivery)) < 3 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, r := range records.deliveries() {
+	for _, r := range records.OfType(logs.Delivery) {
 		w, ok := want[r.Recipient[0]]
 		if !ok {
 			t.Errorf("unexpected delivery record for %v", r.Recipient)
