@@ -206,6 +206,11 @@ func (s *Server) drainReady(pick func(*queuedMessage) bool) []*queuedMessage {
 func (rq *readyQueue) drain(pick func(*queuedMessage) bool) []*queuedMessage {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
+	return rq.drainLocked(pick)
+}
+
+// drainLocked is drain with rq.mu held.
+func (rq *readyQueue) drainLocked(pick func(*queuedMessage) bool) []*queuedMessage {
 	var out []*queuedMessage
 	keep := rq.msgs[:0]
 	for _, m := range rq.msgs {

@@ -85,7 +85,7 @@ func (s *Server) applyActions(ctx context.Context, rq *readyQueue, m *queuedMess
 	r := internalReply(451, "4.4.5", "ready queue "+rq.name+" suspended by the shaper")
 	outcome := &attemptOutcome{rq: rq}
 	for _, w := range waiting {
-		s.settle(w, outcome, uniform(r, len(w.meta.Recipients)))
+		s.failAll(w, outcome, r)
 	}
 }
 

@@ -50,7 +50,7 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 			s.log.Warn("message data missing from spool (store interrupted before acknowledgement?); dropping", "id", m.id, "queue", m.queue)
 			s.retire(m)
 		default:
-			s.settle(m, &attemptOutcome{rq: rq, proto: proto}, uniform(internalReply(451, "4.3.0", "spool load failed: "+err.Error()), len(m.meta.Recipients)))
+			s.failAll(m, &attemptOutcome{rq: rq, proto: proto}, internalReply(451, "4.3.0", "spool load failed: "+err.Error()))
 		}
 		return attempted
 	}
@@ -119,6 +119,12 @@ func (s *Server) settle(m *queuedMessage, o *attemptOutcome, replies []reply) {
 		s.log.Error("update meta after transient failure", "id", m.id, "err", err)
 	}
 	s.sched.reschedule(m)
+}
+
+// failAll settles an attempt (or a routing failure) that got one reply for
+// every recipient of m.
+func (s *Server) failAll(m *queuedMessage, o *attemptOutcome, r reply) {
+	s.settle(m, o, uniform(r, len(m.meta.Recipients)))
 }
 
 // expireIfTooOld retires m with an Expiration record when it is already

@@ -46,7 +46,7 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 	}
 	pool := s.pool(poolName)
 	if pool == nil {
-		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.4", "egress pool "+poolName+" is not defined"), len(m.meta.Recipients)))
+		s.failAll(m, &attemptOutcome{}, internalReply(451, "4.4.4", "egress pool "+poolName+" is not defined"))
 		return
 	}
 	// Each scheduled queue spreads its mail over the pool by weight on
@@ -58,7 +58,7 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 		source = pool.Next()
 	}
 	if source == nil {
-		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.4", "egress pool "+poolName+" has no sources"), len(m.meta.Recipients)))
+		s.failAll(m, &attemptOutcome{}, internalReply(451, "4.4.4", "egress pool "+poolName+" has no sources"))
 		return
 	}
 
@@ -79,12 +79,12 @@ func (s *Server) dispatch(ctx context.Context, m *queuedMessage) {
 	plan, err := s.resolve(ctx, routing, cfg.Protocol.MXList)
 	if err != nil {
 		r := dnsReply(routing, err)
-		s.settle(m, &attemptOutcome{proto: "ESMTP"}, uniform(r, len(m.meta.Recipients)))
+		s.failAll(m, &attemptOutcome{proto: "ESMTP"}, r)
 		return
 	}
 	pc := s.pathConfig(ctx, source.Name(), plan.SiteName, routing)
 	if pc.Suspended {
-		s.settle(m, &attemptOutcome{}, uniform(internalReply(451, "4.4.5", "ready queue for "+plan.SiteName+" is suspended by the shaper"), len(m.meta.Recipients)))
+		s.failAll(m, &attemptOutcome{}, internalReply(451, "4.4.5", "ready queue for "+plan.SiteName+" is suspended by the shaper"))
 		return
 	}
 	name := egress.ReadyQueueName(source.Name(), plan.SiteName, "smtp_client")

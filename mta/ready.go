@@ -371,10 +371,10 @@ func (rq *readyQueue) connectionFailed(m *queuedMessage, r reply, proto string) 
 	}
 	rq.mu.Unlock()
 	outcome := &attemptOutcome{rq: rq, proto: proto}
-	rq.srv.settle(m, outcome, uniform(r, len(m.meta.Recipients)))
+	rq.srv.failAll(m, outcome, r)
 	rq.srv.observe(rq.srv.runCtx, rq, m, []reply{r})
 	for _, d := range drained {
-		rq.srv.settle(d, outcome, uniform(r, len(d.meta.Recipients)))
+		rq.srv.failAll(d, outcome, r)
 	}
 }
 
@@ -448,18 +448,12 @@ func (rq *readyQueue) sweep(now time.Time) {
 		rq.sessCancel(fmt.Errorf("%w for %s", errStalled, s.stallTimeout))
 		rq.sessCtx, rq.sessCancel = context.WithCancelCause(s.runCtx)
 		rq.progress = now
-		back, rq.msgs = rq.msgs, nil
+		back = rq.drainLocked(func(*queuedMessage) bool { return true })
 	} else {
-		keep := rq.msgs[:0]
-		for _, m := range rq.msgs {
-			if maxAge, ok := names[m.queue]; ok && now.Sub(m.id.Time()) > maxAge {
-				back = append(back, m)
-			} else {
-				keep = append(keep, m)
-			}
-		}
-		clear(rq.msgs[len(keep):])
-		rq.msgs = keep
+		back = rq.drainLocked(func(m *queuedMessage) bool {
+			maxAge, ok := names[m.queue]
+			return ok && now.Sub(m.id.Time()) > maxAge
+		})
 	}
 	rq.mu.Unlock()
 	if len(back) == 0 {
@@ -470,7 +464,7 @@ func (rq *readyQueue) sweep(now time.Time) {
 		r := internalReply(451, "4.4.1", fmt.Sprintf("ready queue %s made no progress for %s; message returned to the scheduled queue", rq.name, s.stallTimeout))
 		outcome := &attemptOutcome{rq: rq}
 		for _, m := range back {
-			s.settle(m, outcome, uniform(r, len(m.meta.Recipients)))
+			s.failAll(m, outcome, r)
 		}
 	} else {
 		for _, m := range back {
