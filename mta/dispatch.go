@@ -98,7 +98,7 @@ func (s *Server) queueRateExceeded(ctx context.Context, m *queuedMessage, cfg Qu
 	if cfg.MaxMessageRate == "" {
 		return false
 	}
-	spec, err := shaping.ParseThrottle(cfg.MaxMessageRate)
+	spec, err := s.throttleSpec(cfg.MaxMessageRate)
 	if err != nil {
 		s.log.Warn("invalid queue max_message_rate; not enforced", "queue", m.queue, "spec", cfg.MaxMessageRate, "err", err)
 		return false
@@ -110,6 +110,19 @@ func (s *Server) queueRateExceeded(ctx context.Context, m *queuedMessage, cfg Qu
 	m.meta.Due = now.Add(wait)
 	s.sched.reschedule(m)
 	return true
+}
+
+// throttleSpec parses a queue's max_message_rate once per distinct spec,
+// not once per dispatched message.
+func (s *Server) throttleSpec(text string) (shaping.ThrottleSpec, error) {
+	if v, ok := s.queueRates.Load(text); ok {
+		return v.(shaping.ThrottleSpec), nil
+	}
+	spec, err := shaping.ParseThrottle(text)
+	if err == nil {
+		s.queueRates.Store(text, spec)
+	}
+	return spec, err
 }
 
 // resolve returns the delivery plan for a routing domain: its MX hosts, or

@@ -159,6 +159,7 @@ type Server struct {
 	shaper        shaping.Shaper
 	throttle      shaping.Throttle
 	localThrottle *shaping.LocalThrottle
+	queueRates    sync.Map // queue max_message_rate text -> shaping.ThrottleSpec
 	resolver      *egress.Resolver
 	mtasts        egress.MTASTSSource
 	brokenTLS     *egress.BrokenTLS
