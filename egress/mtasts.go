@@ -104,10 +104,13 @@ func ParseMTASTSPolicy(text string) (*MTASTSPolicy, error) {
 			}
 			p.MaxAge = time.Duration(min(n, uint64(MTASTSMaxAge/time.Second))) * time.Second
 		case "mx":
-			if err := checkMXPattern(value); err != nil {
+			// Check the pattern as it will be matched: lower-casing turns
+			// bytes that are not UTF-8 into U+FFFD, which no host name has.
+			pattern := strings.ToLower(strings.TrimSuffix(value, "."))
+			if err := checkMXPattern(pattern); err != nil {
 				return nil, fmt.Errorf("mta-sts policy: mx %q: %w", value, err)
 			}
-			p.MX = append(p.MX, strings.ToLower(strings.TrimSuffix(value, ".")))
+			p.MX = append(p.MX, pattern)
 		}
 	}
 	switch {
