@@ -22,6 +22,12 @@ type storedMeta struct {
 	Headers     map[string]any `json:"headers,omitempty"`
 	Due         time.Time      `json:"due,omitzero"`
 	NumAttempts int            `json:"num_attempts,omitempty"`
+	// Body, when set, names a data-spool record holding the content this
+	// message shares with the other recipients of its transaction; the
+	// message's own data record then holds only the header fields
+	// prepended for it (trace, signature). Zero: the own data record is
+	// the complete message.
+	Body spool.ID `json:"body,omitzero"`
 }
 
 const metaVersion = 1
