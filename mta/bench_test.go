@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -171,5 +173,105 @@ func sendLoad(b *testing.B, addr string, conns int, bodies [][]byte) {
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
+	}
+}
+
+// BenchmarkReception1Conn measures the per-message latency a lonely sender
+// sees: one client, 2 KB messages, one recipient, into the durable badger
+// spool pair, as Postfix's `smtp-source -s 1` sends them (a new connection
+// per message: connect, EHLO, MAIL, RCPT, DATA, QUIT) and over one reused
+// connection. With relay=sink the server also delivers every message to a
+// counting sink on loopback, so delivery's loads and removals compete with
+// reception as in the load harness; otherwise delivery is held. ns/op is
+// the latency of one message; p50/p99/p999 are of MAIL FROM to the 250
+// after the final dot.
+//
+//	go test -run '^$' -bench Reception1Conn -benchtime 3000x ./mta/
+func BenchmarkReception1Conn(b *testing.B) {
+	for _, relay := range []bool{false, true} {
+		for _, reconnect := range []bool{true, false} {
+			name := fmt.Sprintf("relay=%v/reconnect=%v", map[bool]string{false: "held", true: "sink"}[relay], reconnect)
+			b.Run(name, func(b *testing.B) { benchReception1Conn(b, relay, reconnect) })
+		}
+	}
+}
+
+func benchReception1Conn(b *testing.B, relay, reconnect bool) {
+	dir := b.TempDir()
+	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := mta.Options{Hostname: "mx.test", DataSpool: data, MetaSpool: meta, Logger: quietLogger(), Resolver: testResolver(b)}
+	var sink *smtpsink.Sink
+	if relay {
+		if sink, err = smtpsink.Start(smtpsink.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		defer sink.Close()
+		list := []string{sink.Addr()}
+		opts.Shaper = loopbackShaper(0, nil)
+		opts.Policy.QueueConfig = func(string, string, string, string, string) (mta.QueueConfig, error) {
+			return mta.QueueConfig{Protocol: mta.Protocol{MXList: list}}, nil
+		}
+	} else {
+		opts.HoldDelivery = true
+	}
+	srv, err := mta.New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	addr, err := srv.ListenSMTP(listener.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte("From: a@example.com\r\nTo: b@example.net\r\nSubject: bench\r\n\r\n" +
+		strings.Repeat(strings.Repeat("x", 76)+"\r\n", 2048/78))
+	lat := make([]time.Duration, 0, b.N)
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	var cl *smtp.Client
+	for i := range b.N {
+		if cl == nil {
+			if cl, err = smtp.Dial(addr.String()); err != nil {
+				b.Fatal(err)
+			}
+			if err := cl.Hello("bench.test"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t0 := time.Now()
+		if err := cl.SendMail("a@example.com", []string{fmt.Sprintf("r%d@example.net", i)}, bytes.NewReader(body)); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+		if reconnect {
+			if err := cl.Quit(); err != nil {
+				b.Fatal(err)
+			}
+			cl = nil
+		}
+	}
+	if cl != nil {
+		cl.Quit()
+	}
+	if relay {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := sink.WaitCount(ctx, b.N); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	for _, p := range []float64{50, 99, 99.9} {
+		i := min(len(lat)-1, int(math.Ceil(p/100*float64(len(lat))))-1)
+		b.ReportMetric(float64(lat[max(i, 0)].Microseconds())/1000, fmt.Sprintf("p%v-ms", strings.ReplaceAll(fmt.Sprint(p), ".", "")))
+	}
+	if !relay {
+		if got := srv.QueuedCount(); got != b.N {
+			b.Fatalf("queued %d, want %d", got, b.N)
+		}
 	}
 }

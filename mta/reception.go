@@ -280,21 +280,19 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 	return m, nil
 }
 
-// store writes data and meta concurrently, halving the time to durability.
-// A crash between the two leaves meta without data or data without meta;
-// neither was acknowledged, and recovery discards the former.
+// store writes data and meta together: in one commit (one sync) when the
+// spools share storage (badgerspool.OpenPair), else concurrently, so a
+// lone sender waits for one sync, not two. A crash between two separate
+// commits leaves meta without data or data without meta; neither was
+// acknowledged, and recovery discards the former.
 func (s *Server) store(ctx context.Context, m *Message, meta *storedMeta) error {
 	b, err := encodeMeta(meta)
 	if err != nil {
 		return fmt.Errorf("mta: encode meta %s: %w", m.id, err)
 	}
-	var dataErr error
-	var wg sync.WaitGroup
-	data := m.Data()
-	wg.Go(func() { dataErr = s.opts.DataSpool.Store(ctx, m.id, data) })
-	metaErr := s.opts.MetaSpool.Store(ctx, m.id, b)
-	wg.Wait()
-	return errors.Join(dataErr, metaErr)
+	return spool.StoreAll(ctx,
+		spool.Write{Spool: s.opts.DataSpool, ID: m.id, Data: m.Data()},
+		spool.Write{Spool: s.opts.MetaSpool, ID: m.id, Data: b})
 }
 
 // unstore removes a partially stored message. A removal that fails leaves

@@ -26,6 +26,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"sync"
 )
 
 // ErrNotFound is returned by Load when no value is stored under the ID.
@@ -102,4 +103,55 @@ type Space struct {
 // failed writes or, with memory-mapped files, a crash.
 type SpaceReporter interface {
 	Space() (Space, error)
+}
+
+// Write is one value for [StoreAll]: Data to be stored under ID in Spool.
+type Write struct {
+	Spool Spool
+	ID    ID
+	Data  []byte
+}
+
+// ErrNotBatchable is returned by [BatchStorer.StoreBatch], having written
+// nothing, when a write's spool cannot share its commits.
+var ErrNotBatchable = errors.New("spool: writes cannot share one commit")
+
+// BatchStorer is implemented by spools that can make several writes
+// durable with one commit and one sync, including writes to other spools
+// on the same storage (badgerspool.OpenPair's data and meta spools).
+type BatchStorer interface {
+	// StoreBatch stores every write, each as Store would, and returns nil
+	// once all of them are durable. It returns an error wrapping
+	// ErrNotBatchable, having written nothing, when a write's spool is not
+	// one it can commit with. After any other error, which writes reached
+	// storage is unknown, as with a failed Store.
+	StoreBatch(ctx context.Context, writes []Write) error
+}
+
+// StoreAll stores every write and returns nil once all of them are
+// durable. When the first write's spool is a [BatchStorer] that can commit
+// them all, they share one commit: a lone writer then waits for one sync
+// instead of one per spool. Otherwise each is stored with its own Store,
+// concurrently. On error, which writes reached storage is unknown.
+func StoreAll(ctx context.Context, writes ...Write) error {
+	if len(writes) == 0 {
+		return nil
+	}
+	if b, ok := writes[0].Spool.(BatchStorer); ok {
+		err := b.StoreBatch(ctx, writes)
+		if !errors.Is(err, ErrNotBatchable) {
+			return err
+		}
+	}
+	if len(writes) == 1 {
+		return writes[0].Spool.Store(ctx, writes[0].ID, writes[0].Data)
+	}
+	errs := make([]error, len(writes))
+	var wg sync.WaitGroup
+	for i, w := range writes[1:] {
+		wg.Go(func() { errs[i+1] = w.Spool.Store(ctx, w.ID, w.Data) })
+	}
+	errs[0] = writes[0].Spool.Store(ctx, writes[0].ID, writes[0].Data)
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -76,6 +76,11 @@ const (
 	enumChunkEntries = 128
 	enumChunkBytes   = 16 << 20
 	enumIDChunk      = 4096 // IDs per read transaction in EnumerateIDs
+
+	// removalLinger is how long queued removals wait for a Store to share a
+	// commit with before they are committed alone (see commitLoop). A crash
+	// loses at most this much of removals, which means retries, not loss.
+	removalLinger = 10 * time.Millisecond
 )
 
 // keyPrefix namespaces the entries of a spool opened with Open, so
@@ -170,6 +175,9 @@ type writeOp struct {
 	done  chan error
 	async bool     // a Remove nobody waits for (see Remove)
 	id    spool.ID // for async ops
+	// batch, for a StoreBatch, holds its stores: the commit loop takes
+	// them into one group together, and each reports on done.
+	batch []*writeOp
 }
 
 // Open opens (creating if needed) a badger spool in dir. Only one
@@ -298,9 +306,10 @@ func (b *Spool) Store(ctx context.Context, id spool.ID, data []byte) error {
 
 // Remove implements [spool.Spool.Remove]. It does not wait for the commit: a
 // removal lost in a crash only means a retry, so the caller (a delivery
-// worker) need not pay for a sync. The removal is queued for the next
-// group commit, and until then Load and Enumerate treat the ID as absent,
-// so callers see their own removals at once. Close waits for queued
+// worker) need not pay for a sync. The removal rides along with the next
+// commit of a Store, or is committed without one after removalLinger
+// (10 ms); until then Load and Enumerate treat the ID as absent, so
+// callers see their own removals at once. Close waits for queued
 // removals; a removal that fails to commit is logged.
 func (b *Spool) Remove(ctx context.Context, id spool.ID) error {
 	if err := ctx.Err(); err != nil {
@@ -325,6 +334,34 @@ func (b *Spool) Remove(ctx context.Context, id spool.ID) error {
 		e.leave()
 		return fmt.Errorf("spool: remove %s: %w", id, ctx.Err())
 	}
+}
+
+var _ spool.BatchStorer = (*Spool)(nil)
+
+// StoreBatch implements [spool.BatchStorer]: writes to spools on this
+// spool's database (itself, or the other spool of an OpenPair) are
+// committed in one group, so they share its syncs; a write to any other
+// spool makes it fail with [spool.ErrNotBatchable] before anything is
+// written. When it returns nil, every write is synced to disk.
+func (b *Spool) StoreBatch(ctx context.Context, writes []spool.Write) error {
+	op := &writeOp{batch: make([]*writeOp, 0, len(writes))}
+	for _, w := range writes {
+		s, ok := w.Spool.(*Spool)
+		if !ok || s.e != b.e {
+			return fmt.Errorf("spool: store batch of %d: %w", len(writes), spool.ErrNotBatchable)
+		}
+		if s.isClosed() {
+			return fmt.Errorf("spool: store %s: %w", w.ID, spool.ErrClosed)
+		}
+		op.batch = append(op.batch, &writeOp{key: badgerKey(s.prefix, w.ID), value: w.Data})
+	}
+	if len(op.batch) == 0 {
+		return nil
+	}
+	if err := b.e.write(ctx, op); err != nil {
+		return fmt.Errorf("spool: store batch of %d (first %s): %w", len(writes), writes[0].ID, err)
+	}
+	return nil
 }
 
 func (b *Spool) isClosed() bool {
@@ -440,13 +477,23 @@ func (b *engine) write(ctx context.Context, op *writeOp) error {
 		return spool.ErrClosed
 	}
 	defer b.leave()
-	op.done = make(chan error, 1)
+	n := max(1, len(op.batch))
+	op.done = make(chan error, n)
+	for _, sub := range op.batch {
+		sub.done = op.done
+	}
 	select {
 	case b.writes <- op:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-op.done
+	var errs []error
+	for range n {
+		if err := <-op.done; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (op *writeOp) apply(txn *badger.Txn) error {
@@ -460,27 +507,67 @@ func (op *writeOp) apply(txn *badger.Txn) error {
 // every other write already queued, and commits them together. Writes
 // arriving during a commit queue up for the next one, so the number of
 // syncs adapts to load instead of growing with it.
+//
+// A group of removals alone is not committed at once: nobody waits for
+// it, and each commit costs a sync, which a Store arriving meanwhile would
+// wait for before its own. It waits up to removalLinger for a Store to
+// share a commit with, or until it is full.
 func (b *engine) commitLoop() {
 	defer b.bg.Done()
 	group := make([]*writeOp, 0, maxGroupOps)
+	var (
+		size    int
+		waiters bool // a Store in the group: someone waits for the commit
+	)
+	add := func(op *writeOp) {
+		waiters = waiters || !op.async
+		if op.batch == nil {
+			group = append(group, op)
+			size += len(op.value)
+			return
+		}
+		for _, sub := range op.batch {
+			group = append(group, sub)
+			size += len(sub.value)
+		}
+	}
+	full := func() bool { return len(group) >= maxGroupOps || size >= maxGroupBytes }
+	fill := func() {
+		for !full() {
+			select {
+			case op := <-b.writes:
+				add(op)
+			default:
+				return
+			}
+		}
+	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
-		var size int
+		group, size, waiters = group[:0], 0, false
 		select {
 		case op := <-b.writes:
-			group = append(group[:0], op)
-			size = len(op.value)
+			add(op)
 		case <-b.stop:
 			return
 		}
-	fill:
-		for len(group) < maxGroupOps && size < maxGroupBytes {
-			select {
-			case op := <-b.writes:
-				group = append(group, op)
-				size += len(op.value)
-			default:
-				break fill
+		fill()
+		if !waiters && !full() {
+			linger.Reset(removalLinger)
+		wait:
+			for !waiters && !full() {
+				select {
+				case op := <-b.writes:
+					add(op)
+				case <-linger.C:
+					break wait
+				case <-b.stop: // not before every queued op is done; for safety
+					break wait
+				}
 			}
+			linger.Stop()
+			fill()
 		}
 		b.commitGroup(group)
 		clear(group) // drop references to caller buffers

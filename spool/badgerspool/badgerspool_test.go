@@ -218,10 +218,25 @@ func TestBadgerCrashChild(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper process for TestBadgerSurvivesProcessDeath")
 	}
-	s, err := badgerspool.Open(os.Getenv(childDirEnv), badgerspool.Options{})
-	if err != nil {
-		fmt.Println("open:", err)
-		os.Exit(2)
+	// "kill-batch" stores each value and a meta value in one batch on a
+	// pair (as mta's reception does); the others Store into one spool.
+	var store func(ctx context.Context, id spool.ID) error
+	if mode == "kill-batch" {
+		data, meta, err := badgerspool.OpenPair(os.Getenv(childDirEnv), badgerspool.Options{})
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(2)
+		}
+		store = func(ctx context.Context, id spool.ID) error {
+			return spool.StoreAll(ctx, spool.Write{Spool: data, ID: id, Data: childValue(id)}, spool.Write{Spool: meta, ID: id, Data: []byte(id.String())})
+		}
+	} else {
+		s, err := badgerspool.Open(os.Getenv(childDirEnv), badgerspool.Options{})
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(2)
+		}
+		store = func(ctx context.Context, id spool.ID) error { return s.Store(ctx, id, childValue(id)) }
 	}
 	var (
 		mu    sync.Mutex
@@ -232,7 +247,7 @@ func TestBadgerCrashChild(t *testing.T) {
 		go func() {
 			for {
 				id := spool.NewID()
-				if err := s.Store(ctx, id, childValue(id)); err != nil {
+				if err := store(ctx, id); err != nil {
 					fmt.Println("store:", err)
 					os.Exit(2)
 				}
@@ -259,7 +274,7 @@ func TestBadgerSurvivesProcessDeath(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a child process")
 	}
-	for _, mode := range []string{"exit", "kill"} {
+	for _, mode := range []string{"exit", "kill", "kill-batch"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
 			cmd := exec.Command(os.Args[0], "-test.run=^TestBadgerCrashChild$", "-test.count=1")
@@ -286,7 +301,7 @@ func TestBadgerSurvivesProcessDeath(t *testing.T) {
 					t.Fatalf("child printed %q: %v", line, err)
 				}
 				acked = append(acked, id)
-				if mode == "kill" && len(acked) == killAfter {
+				if mode != "exit" && len(acked) == killAfter {
 					if err := cmd.Process.Kill(); err != nil {
 						t.Fatal(err)
 					}
@@ -302,14 +317,23 @@ func TestBadgerSurvivesProcessDeath(t *testing.T) {
 				if len(acked) != exitAfter {
 					t.Fatalf("child acknowledged %d stores, want %d", len(acked), exitAfter)
 				}
-			case "kill":
+			default:
 				var ee *exec.ExitError
 				if !errors.As(err, &ee) || len(acked) < killAfter {
 					t.Fatalf("child was not killed after %d stores: %v (%d acknowledged)", killAfter, err, len(acked))
 				}
 			}
 
-			s := openBadger(t, dir)
+			var s, meta *badgerspool.Spool
+			if mode == "kill-batch" {
+				var err error
+				if s, meta, err = badgerspool.OpenPair(dir, badgerspool.Options{Logger: testLogger(t)}); err != nil {
+					t.Fatal(err)
+				}
+				defer meta.Close()
+			} else {
+				s = openBadger(t, dir)
+			}
 			defer s.Close()
 			for _, id := range acked {
 				got, err := s.Load(context.Background(), id)
@@ -318,6 +342,11 @@ func TestBadgerSurvivesProcessDeath(t *testing.T) {
 				}
 				if !bytes.Equal(got, childValue(id)) {
 					t.Fatalf("acknowledged %s: wrong value (%d bytes)", id, len(got))
+				}
+				if meta != nil {
+					if got, err := meta.Load(context.Background(), id); err != nil || string(got) != id.String() {
+						t.Fatalf("acknowledged %s: meta %q, %v", id, got, err)
+					}
 				}
 			}
 			n := 0
