@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -87,6 +88,7 @@ type config struct {
 	trustAD   bool
 	logHook   string
 	hold      bool
+	cpuProf   string
 	logLevel  slog.Level
 	shutdown  time.Duration
 }
@@ -112,6 +114,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	// -hold is for benchmarks and tests: internal/cmd/mtabench measures
 	// memory per queued message and spool recovery time with it.
 	fs.BoolVar(&c.hold, "hold", false, "testing: receive and queue mail but never deliver it (mta.Options.HoldDelivery)")
+	// -cpuprofile is for benchmarks: mtabench -mtakitd-profile profiles
+	// the daemon under load with it.
+	fs.StringVar(&c.cpuProf, "cpuprofile", "", "testing: write a CPU profile of the whole run (until shutdown) to `file`")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 30*time.Second, "how long to let transactions finish on shutdown")
 	level := fs.String("log-level", "info", "operational log `level`: debug, info, warn, error")
 	fs.Usage = func() {
@@ -209,6 +214,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := checkPortsFree(c); err != nil {
 		return err
+	}
+	if c.cpuProf != "" {
+		f, err := os.Create(c.cpuProf)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
 

@@ -64,13 +64,32 @@ func makeMessage(runID string, seq, size int) []byte {
 
 func rcptFor(seq int) string { return "rcpt" + strconv.Itoa(seq) + "@" + benchDomain }
 
-// loadSpec is one load run: N messages of Size bytes over Conns
-// connections to Addr, each message to one recipient.
+// rcptsFor returns the n recipients of message seq: rcptFor(seq) first,
+// then rcpt<seq>-<i>@ the same domain, all distinct across the run.
+func rcptsFor(seq, n int) []string {
+	out := make([]string, max(n, 1))
+	out[0] = rcptFor(seq)
+	for i := 1; i < n; i++ {
+		out[i] = "rcpt" + strconv.Itoa(seq) + "-" + strconv.Itoa(i) + "@" + benchDomain
+	}
+	return out
+}
+
+// loadSpec is one load run: N messages of Size bytes, each to Rcpts
+// recipients, over Conns connections to Addr.
 type loadSpec struct {
-	Addr     string
-	N        int
-	Size     int
-	Conns    int
+	Addr  string
+	N     int
+	Size  int
+	Conns int
+	Rcpts int // recipients per message; 0 means 1
+	// Reconnect opens a new connection for every message (EHLO, one
+	// transaction, QUIT), as smtp-source does without -d.
+	Reconnect bool
+	// Rate, if positive, paces the run: message i is not started before
+	// Start + i/Rate, over all connections together (an open-loop
+	// schedule, so a slow reply does not lower the offered load).
+	Rate     float64
 	RunID    string
 	Deadline time.Time // stop sending (and abort open transactions) then
 }
@@ -90,8 +109,9 @@ type loadResult struct {
 }
 
 // drive sends spec.N unique messages over spec.Conns connections with
-// go-smtp's client: EHLO once per connection, then MAIL, RCPT, DATA per
-// message, without pipelining. A message refused with a 5xx reply is
+// go-smtp's client: EHLO once per connection (or per message with
+// spec.Reconnect), then MAIL, RCPT per recipient, DATA per message,
+// without pipelining. A message refused with a 5xx reply is
 // counted as failed and the connection is RSET; after a 4xx reply or an
 // I/O error the connection is replaced and the message sent again, up to
 // maxAttempts times. At spec.Deadline every connection is closed, so drive
@@ -180,6 +200,15 @@ func drive(spec loadSpec) loadResult {
 						return
 					}
 				}
+				if spec.Rate > 0 && attempt == 0 {
+					due := res.Start.Add(time.Duration(float64(seq) / spec.Rate * float64(time.Second)))
+					if wait := time.Until(due); wait > 0 {
+						if due.After(spec.Deadline) {
+							return
+						}
+						time.Sleep(wait)
+					}
+				}
 				if time.Now().After(spec.Deadline) {
 					return // seq and the rest are counted as unsent
 				}
@@ -203,12 +232,16 @@ func drive(spec loadSpec) loadResult {
 				}
 				msg := makeMessage(spec.RunID, seq, spec.Size)
 				t0 := time.Now()
-				err := sendOne(cl, rcptFor(seq), msg)
+				err := sendOne(cl, rcptsFor(seq, spec.Rcpts), msg)
 				if err == nil {
 					lastAck = time.Now()
 					lat = append(lat, lastAck.Sub(t0))
 					ok++
 					seq = -1
+					if spec.Reconnect {
+						cl.Quit()
+						drop()
+					}
 					continue
 				}
 				addErr(err)
@@ -263,12 +296,14 @@ func dialSMTP(addr string, deadline time.Time) (smtpConn, error) {
 }
 
 // sendOne runs one transaction on an open connection.
-func sendOne(cl *smtp.Client, rcpt string, msg []byte) error {
+func sendOne(cl *smtp.Client, rcpts []string, msg []byte) error {
 	if err := cl.Mail(benchFrom, nil); err != nil {
 		return err
 	}
-	if err := cl.Rcpt(rcpt, nil); err != nil {
-		return err
+	for _, rcpt := range rcpts {
+		if err := cl.Rcpt(rcpt, nil); err != nil {
+			return err
+		}
 	}
 	w, err := cl.Data()
 	if err != nil {

@@ -88,6 +88,13 @@ type options struct {
 	n          int
 	size       int
 	conns      int
+	rcpts      int
+	reconnect  bool
+	rate       float64
+	singleN    int
+	halfN      int
+	mtaArgs    []string
+	profileDir string
 	targets    []string
 	repeat     int
 	timeout    time.Duration
@@ -120,10 +127,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("mtabench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.mode, "mode", "compare", "compare, smtp-source, sweep, queue, all, or a comma-separated list")
+	fs.StringVar(&o.mode, "mode", "compare", "compare, smtp-source, single, half, sweep, queue, all, or a comma-separated list")
 	fs.IntVar(&o.n, "n", 5000, "messages per run")
 	size := fs.String("size", "2k", "message `size` in bytes, headers included (k = 1024, m = 1024²)")
 	fs.IntVar(&o.conns, "c", 20, "client connections")
+	fs.IntVar(&o.rcpts, "rcpts", 1, "recipients per message (compare, smtp-source, single, half); the sinks count recipients")
+	fs.BoolVar(&o.reconnect, "reconnect", false, "compare: the Go client opens a new connection per message, as smtp-source does")
+	fs.Float64Var(&o.rate, "rate", 0, "compare: offer at most this many `msgs/s` over all connections (0: as fast as the MTA answers)")
+	fs.IntVar(&o.singleN, "single-n", 2000, "single: messages per run over one connection")
+	fs.IntVar(&o.halfN, "half-n", 0, "half: messages in the run at half of the peak rate (default -n)")
+	mtaArgs := fs.String("mtakitd-args", "", "extra mtakitd `flags`, split at spaces, e.g. \"-batch-handling by-domain\"")
+	fs.StringVar(&o.profileDir, "mtakitd-profile", "", "write a CPU profile of mtakitd per run into `directory` (mtakitd -cpuprofile)")
 	target := fs.String("target", "both", "mtakit, postfix or both")
 	fs.IntVar(&o.repeat, "repeat", 1, "compare and smtp-source: runs per target (interleaved); the summary takes the median")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each run (sending and waiting for the sink)")
@@ -156,6 +170,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	var err error
+	o.mtaArgs = strings.Fields(*mtaArgs)
 	if o.size, err = parseSize(*size); err != nil {
 		return nil, fmt.Errorf("-size: %w", err)
 	}
@@ -176,44 +191,59 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.modes = map[string]bool{}
 	for m := range strings.SplitSeq(o.mode, ",") {
 		switch m {
-		case "compare", "smtp-source", "sweep", "queue":
+		case "compare", "smtp-source", "single", "half", "sweep", "queue":
 			o.modes[m] = true
 		case "all":
-			o.modes["compare"], o.modes["smtp-source"], o.modes["sweep"], o.modes["queue"] = true, true, true, true
+			for _, m := range []string{"compare", "smtp-source", "single", "half", "sweep", "queue"} {
+				o.modes[m] = true
+			}
 		default:
-			return nil, fmt.Errorf("-mode %q: want compare, smtp-source, sweep, queue, all, or a comma-separated list", o.mode)
+			return nil, fmt.Errorf("-mode %q: want compare, smtp-source, single, half, sweep, queue, all, or a comma-separated list", o.mode)
 		}
 	}
-	if o.n <= 0 || o.conns <= 0 || o.repeat <= 0 || o.sweepN <= 0 || o.queueN <= 0 || o.timeout <= 0 {
-		return nil, errors.New("-n, -c, -repeat, -sweep-n, -queue-n and -timeout must be positive")
+	if o.halfN == 0 {
+		o.halfN = o.n
+	}
+	if o.n <= 0 || o.conns <= 0 || o.repeat <= 0 || o.sweepN <= 0 || o.queueN <= 0 || o.timeout <= 0 || o.rcpts <= 0 || o.singleN <= 0 || o.halfN <= 0 {
+		return nil, errors.New("-n, -c, -rcpts, -repeat, -sweep-n, -single-n, -half-n, -queue-n and -timeout must be positive")
+	}
+	if o.rate < 0 {
+		return nil, errors.New("-rate must not be negative")
 	}
 	return o, nil
 }
 
 // runResult is one run of one target.
 type runResult struct {
-	Target     string `json:"target"`
-	Client     string `json:"client"`           // mtabench (go-smtp) or smtp-source
-	Series     string `json:"series,omitempty"` // sweep: "conns" or "size"
-	N          int    `json:"n"`
-	Size       int    `json:"size"`
-	Conns      int    `json:"conns"`
-	Accepted   int    `json:"accepted"`
-	Failed     int    `json:"failed"`
-	Unsent     int    `json:"unsent"`
-	Retries    int    `json:"retries"`   // sends repeated after a 4xx or a connection error
-	Delivered  int    `json:"delivered"` // accepted by the sink
-	Duplicates int64  `json:"duplicates"`
-	SinkConns  int64  `json:"sink_connections,omitempty"` // connections the MTA opened to the sink
-	TimedOut   bool   `json:"timed_out,omitempty"`
+	Target     string  `json:"target"`
+	Client     string  `json:"client"`           // mtabench (go-smtp) or smtp-source
+	Series     string  `json:"series,omitempty"` // sweep: "conns" or "size"
+	N          int     `json:"n"`
+	Size       int     `json:"size"`
+	Conns      int     `json:"conns"`
+	Rcpts      int     `json:"rcpts"`               // recipients per message
+	Reconnect  bool    `json:"reconnect,omitempty"` // a new connection per message
+	RateLimit  float64 `json:"rate_limit_msgs_per_s,omitempty"`
+	Accepted   int     `json:"accepted"`
+	Failed     int     `json:"failed"`
+	Unsent     int     `json:"unsent"`
+	Retries    int     `json:"retries"`   // sends repeated after a 4xx or a connection error
+	Delivered  int     `json:"delivered"` // recipients accepted by the sink (= messages with one recipient each)
+	SinkTxns   int     `json:"sink_transactions,omitempty"`
+	Duplicates int64   `json:"duplicates"`
+	SinkConns  int64   `json:"sink_connections,omitempty"` // connections the MTA opened to the sink
+	TimedOut   bool    `json:"timed_out,omitempty"`
 
 	AcceptSeconds float64 `json:"accept_seconds"`
 	E2ESeconds    float64 `json:"e2e_seconds"`
 	AcceptRate    float64 `json:"accept_msgs_per_s"`
 	E2ERate       float64 `json:"e2e_msgs_per_s"`
+	E2ERcptRate   float64 `json:"e2e_rcpts_per_s"` // recipients at the sink per second, end to end
 	P50Ms         float64 `json:"latency_p50_ms,omitempty"`
 	P99Ms         float64 `json:"latency_p99_ms,omitempty"`
+	P999Ms        float64 `json:"latency_p999_ms,omitempty"`
 	MaxMs         float64 `json:"latency_max_ms,omitempty"`
+	Profile       string  `json:"mtakitd_cpu_profile,omitempty"`
 
 	PeakRSSKB int64   `json:"peak_rss_kb"`   // mtakit: VmHWM; postfix: peak sampled VmRSS sum
 	PeakPSSKB int64   `json:"peak_pss_kb"`   // sampled sum of Pss
@@ -226,29 +256,44 @@ type runResult struct {
 
 // summary is the median over a target's compare runs.
 type summary struct {
-	Target     string  `json:"target"`
-	Runs       int     `json:"runs"`
-	E2ERate    float64 `json:"e2e_msgs_per_s"`
-	AcceptRate float64 `json:"accept_msgs_per_s"`
-	P50Ms      float64 `json:"latency_p50_ms"`
-	P99Ms      float64 `json:"latency_p99_ms"`
-	PeakRSSKB  float64 `json:"peak_rss_kb"`
-	PeakPSSKB  float64 `json:"peak_pss_kb"`
-	CPUPerMsg  float64 `json:"mta_cpu_ms_per_msg"`
+	Target      string  `json:"target"`
+	Runs        int     `json:"runs"`
+	E2ERate     float64 `json:"e2e_msgs_per_s"`
+	E2ERcptRate float64 `json:"e2e_rcpts_per_s"`
+	AcceptRate  float64 `json:"accept_msgs_per_s"`
+	P50Ms       float64 `json:"latency_p50_ms"`
+	P99Ms       float64 `json:"latency_p99_ms"`
+	P999Ms      float64 `json:"latency_p999_ms"`
+	PeakRSSKB   float64 `json:"peak_rss_kb"`
+	PeakPSSKB   float64 `json:"peak_pss_kb"`
+	CPUPerMsg   float64 `json:"mta_cpu_ms_per_msg"`
 }
 
 type report struct {
 	Command       string       `json:"command"`
 	Started       time.Time    `json:"started"`
 	Machine       machineInfo  `json:"machine"`
+	MtakitdArgs   []string     `json:"mtakitd_args,omitempty"` // -mtakitd-args
+	LoadAvg       [2]string    `json:"loadavg,omitempty"`      // /proc/loadavg at the start and the end
 	Compare       []runResult  `json:"compare,omitempty"`
 	Summary       []summary    `json:"compare_summary,omitempty"`
 	Ratio         float64      `json:"e2e_ratio_mtakit_postfix,omitempty"`
 	SMTPSource    []runResult  `json:"smtp_source,omitempty"`
 	SourceSummary []summary    `json:"smtp_source_summary,omitempty"`
 	SourceRatio   float64      `json:"smtp_source_e2e_ratio_mtakit_postfix,omitempty"`
+	Single        []series     `json:"single,omitempty"`
+	Half          []series     `json:"half,omitempty"`
 	Sweep         []runResult  `json:"sweep,omitempty"`
 	Queue         *queueResult `json:"queue,omitempty"`
+}
+
+// series is a group of runs of one kind (one client setting), both
+// targets, with per-target medians.
+type series struct {
+	Name    string      `json:"name"`
+	Runs    []runResult `json:"runs"`
+	Summary []summary   `json:"summary"`
+	Ratio   float64     `json:"e2e_ratio_mtakit_postfix,omitempty"`
 }
 
 type bench struct {
@@ -340,8 +385,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	rep := &report{Command: "mtabench " + strings.Join(args, " "), Started: time.Now(), Machine: machine(b.tmp)}
+	rep := &report{Command: "mtabench " + strings.Join(args, " "), Started: time.Now(), Machine: machine(b.tmp), MtakitdArgs: o.mtaArgs}
 	rep.Machine.Mtakitd = describeBinary(b.bin)
+	rep.LoadAvg[0] = loadAvg()
+	defer func() { rep.LoadAvg[1] = loadAvg() }()
 	var errs []error
 	do := func(name string, f func() error) {
 		if err := f(); err != nil {
@@ -355,6 +402,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if o.modes["smtp-source"] {
 		do("smtp-source", func() error { return b.smtpSource(rep) })
 	}
+	if o.modes["single"] {
+		do("single", func() error { return b.single(rep) })
+	}
+	if o.modes["half"] {
+		do("half", func() error { return b.half(rep) })
+	}
 	if o.modes["sweep"] {
 		do("sweep", func() error { return b.sweep(rep) })
 	}
@@ -362,6 +415,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		do("queue", func() error { return b.queue(rep) })
 	}
 
+	rep.LoadAvg[1] = loadAvg()
 	js, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err
@@ -411,7 +465,7 @@ func replay(o *options, stdout io.Writer) error {
 func (b *bench) compare(rep *report) error {
 	for i := range b.o.repeat {
 		for _, t := range b.o.targets {
-			r, err := b.undisturbed(func() (runResult, error) { return b.runClient(t, b.o.n, b.o.size, b.o.conns, "") })
+			r, err := b.undisturbed(func() (runResult, error) { return b.runClient(t, b.clientRun(b.o.n, b.o.conns)) })
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", t, i+1, err)
 			}
@@ -428,17 +482,17 @@ func summarize(runs []runResult, targets []string) ([]summary, float64) {
 	var out []summary
 	rates := map[string]float64{}
 	for _, t := range targets {
-		var e2e, acc, p50, p99, rss, pss, cpu []float64
+		var e2e, e2eRcpt, acc, p50, p99, p999, rss, pss, cpu []float64
 		for _, r := range runs {
 			if r.Target == t {
-				cpu = append(cpu, r.MTASeconds*1000/float64(r.Accepted))
-				e2e, acc = append(e2e, r.E2ERate), append(acc, r.AcceptRate)
-				p50, p99 = append(p50, r.P50Ms), append(p99, r.P99Ms)
+				cpu = append(cpu, r.MTASeconds*1000/float64(max(r.Accepted, 1)))
+				e2e, e2eRcpt, acc = append(e2e, r.E2ERate), append(e2eRcpt, r.E2ERcptRate), append(acc, r.AcceptRate)
+				p50, p99, p999 = append(p50, r.P50Ms), append(p99, r.P99Ms), append(p999, r.P999Ms)
 				rss, pss = append(rss, float64(r.PeakRSSKB)), append(pss, float64(r.PeakPSSKB))
 			}
 		}
-		s := summary{Target: t, Runs: len(e2e), E2ERate: median(e2e), AcceptRate: median(acc),
-			P50Ms: median(p50), P99Ms: median(p99), PeakRSSKB: median(rss), PeakPSSKB: median(pss), CPUPerMsg: median(cpu)}
+		s := summary{Target: t, Runs: len(e2e), E2ERate: median(e2e), E2ERcptRate: median(e2eRcpt), AcceptRate: median(acc),
+			P50Ms: median(p50), P99Ms: median(p99), P999Ms: median(p999), PeakRSSKB: median(rss), PeakPSSKB: median(pss), CPUPerMsg: median(cpu)}
 		out = append(out, s)
 		rates[t] = s.E2ERate
 	}
@@ -455,7 +509,7 @@ func (b *bench) smtpSource(rep *report) error {
 	}
 	for i := range b.o.repeat {
 		for _, t := range b.o.targets {
-			r, err := b.undisturbed(func() (runResult, error) { return b.runSource(t, b.o.n, b.o.size, b.o.conns) })
+			r, err := b.undisturbed(func() (runResult, error) { return b.runSource(t, b.o.n, b.o.size, b.o.conns, b.o.rcpts) })
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", t, i+1, err)
 			}
@@ -480,7 +534,9 @@ func (b *bench) sweep(rep *report) error {
 	}
 	for _, p := range points {
 		for _, t := range b.o.targets {
-			r, err := b.undisturbed(func() (runResult, error) { return b.runClient(t, b.o.sweepN, p.size, p.conns, p.series) })
+			r, err := b.undisturbed(func() (runResult, error) {
+				return b.runClient(t, clientRun{n: b.o.sweepN, size: p.size, conns: p.conns, rcpts: 1, series: p.series})
+			})
 			if err != nil {
 				return fmt.Errorf("%s %s=%d/%d: %w", t, p.series, p.conns, p.size, err)
 			}
@@ -510,7 +566,11 @@ type target struct {
 func (b *bench) startTarget(name, dir, relay string) (*target, error) {
 	switch name {
 	case "mtakit":
-		m, err := startMtakitd(b.bin, dir, relay, false, time.Minute)
+		extra := b.o.mtaArgs
+		if b.o.profileDir != "" {
+			extra = append(slices.Clone(extra), "-cpuprofile", filepath.Join(b.o.profileDir, filepath.Base(dir)+".pprof"))
+		}
+		m, err := startMtakitd(b.bin, dir, relay, false, time.Minute, extra...)
 		if err != nil {
 			return nil, err
 		}
@@ -545,15 +605,39 @@ func (b *bench) newDir(name string) (string, error) {
 	return dir, os.MkdirAll(dir, 0o755)
 }
 
-// runClient is one run with mtabench's own client and smtpsink.
-func (b *bench) runClient(name string, n, size, conns int, series string) (res runResult, err error) {
-	res = runResult{Target: name, Client: "mtabench", Series: series, N: n, Size: size, Conns: conns}
-	fmt.Fprintf(b.log, "%s: %d × %s over %d connections ... ", name, n, formatSize(size), conns)
+// clientRun is what one run of the Go client sends.
+type clientRun struct {
+	n, size, conns, rcpts int
+	reconnect             bool
+	rate                  float64 // msgs/s over all connections; 0: unpaced
+	series                string  // sweep: "conns" or "size"
+}
+
+// clientRun is a run of -n, -size, -rcpts, -reconnect and -rate over conns
+// connections.
+func (b *bench) clientRun(n, conns int) clientRun {
+	return clientRun{n: n, size: b.o.size, conns: conns, rcpts: b.o.rcpts, reconnect: b.o.reconnect, rate: b.o.rate}
+}
+
+// runClient is one run with mtabench's own client and smtpsink. End to end
+// is until the sink has every recipient of every acknowledged message.
+func (b *bench) runClient(name string, cr clientRun) (res runResult, err error) {
+	res = runResult{Target: name, Client: "mtabench", Series: cr.series, N: cr.n, Size: cr.size, Conns: cr.conns,
+		Rcpts: cr.rcpts, Reconnect: cr.reconnect, RateLimit: cr.rate}
+	how := ""
+	if cr.reconnect {
+		how += ", a connection per message"
+	}
+	if cr.rate > 0 {
+		how += fmt.Sprintf(", paced at %.0f msgs/s", cr.rate)
+	}
+	fmt.Fprintf(b.log, "%s: %d × %s to %d recipient(s) over %d connections%s ... ", name, cr.n, formatSize(cr.size), cr.rcpts, cr.conns, how)
 	defer func() {
 		if err != nil {
 			fmt.Fprintln(b.log, "error")
 		} else {
-			fmt.Fprintf(b.log, "e2e %.0f msgs/s, accept %.0f msgs/s, p99 %.1f ms\n", res.E2ERate, res.AcceptRate, res.P99Ms)
+			fmt.Fprintf(b.log, "e2e %.0f msgs/s (%.0f rcpts/s), accept %.0f msgs/s, p50/p99/p999 %.2f/%.2f/%.2f ms\n",
+				res.E2ERate, res.E2ERcptRate, res.AcceptRate, res.P50Ms, res.P99Ms, res.P999Ms)
 		}
 	}()
 	b.waitQuiet()
@@ -571,6 +655,9 @@ func (b *bench) runClient(name string, n, size, conns int, series string) (res r
 	if err != nil {
 		return res, err
 	}
+	if name == "mtakit" && b.o.profileDir != "" {
+		res.Profile = filepath.Join(b.o.profileDir, filepath.Base(dir)+".pprof")
+	}
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -583,8 +670,10 @@ func (b *bench) runClient(name string, n, size, conns int, series string) (res r
 	cpu := startCPU(t.pid)
 
 	deadline := time.Now().Add(b.o.timeout)
-	lr := drive(loadSpec{Addr: t.addr, N: n, Size: size, Conns: conns, RunID: fmt.Sprintf("r%d", b.runSeq), Deadline: deadline})
-	reached, ok := counts.waitFor(lr.Accepted, deadline)
+	lr := drive(loadSpec{Addr: t.addr, N: cr.n, Size: cr.size, Conns: cr.conns, Rcpts: cr.rcpts, Reconnect: cr.reconnect,
+		Rate: cr.rate, RunID: fmt.Sprintf("r%d", b.runSeq), Deadline: deadline})
+	want := lr.Accepted * cr.rcpts
+	reached, ok := counts.waitFor(want, deadline)
 	res.cpuUse = cpu.stop()
 	if t.hwm != nil {
 		res.PeakRSSKB = t.hwm()
@@ -596,7 +685,7 @@ func (b *bench) runClient(name string, n, size, conns int, series string) (res r
 	}
 	st := sink.Stats()
 	fillClient(&res, lr)
-	res.Delivered, res.Duplicates, res.SinkConns = int(st.Messages), st.Duplicates, st.Connections
+	res.Delivered, res.SinkTxns, res.Duplicates, res.SinkConns = int(st.Recipients), int(st.Messages), st.Duplicates, st.Connections
 	res.TimedOut = lr.TimedOut || !ok
 	if t.hwm == nil {
 		res.PeakRSSKB = peak.RSSKB
@@ -605,9 +694,10 @@ func (b *bench) runClient(name string, n, size, conns int, series string) (res r
 	if ok && lr.Accepted > 0 {
 		res.E2ESeconds = reached.Sub(lr.Start).Seconds()
 		res.E2ERate = float64(lr.Accepted) / res.E2ESeconds
+		res.E2ERcptRate = float64(want) / res.E2ESeconds
 	}
 	if res.TimedOut {
-		return res, fmt.Errorf("timed out after %v: accepted %d of %d, sink has %d", b.o.timeout, lr.Accepted, n, st.Messages)
+		return res, fmt.Errorf("timed out after %v: accepted %d of %d, sink has %d of %d recipients", b.o.timeout, lr.Accepted, cr.n, st.Recipients, want)
 	}
 	if lr.Failed > 0 {
 		return res, fmt.Errorf("%d messages refused: %s", lr.Failed, strings.Join(lr.Errors, "; "))
@@ -624,24 +714,26 @@ func fillClient(res *runResult, lr loadResult) {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	res.P50Ms = ms(percentile(lr.Latencies, 50))
 	res.P99Ms = ms(percentile(lr.Latencies, 99))
+	res.P999Ms = ms(percentile(lr.Latencies, 99.9))
 	if len(lr.Latencies) > 0 {
 		res.MaxMs = ms(lr.Latencies[len(lr.Latencies)-1])
 	}
 }
 
-// runSource is one run with Postfix's smtp-source and smtp-sink.
-func (b *bench) runSource(name string, n, size, conns int) (res runResult, err error) {
-	res = runResult{Target: name, Client: "smtp-source", N: n, Size: size, Conns: conns}
-	fmt.Fprintf(b.log, "%s: smtp-source -s %d -l %d -m %d → smtp-sink ... ", name, conns, size, n)
+// runSource is one run with Postfix's smtp-source and smtp-sink. End to
+// end is until smtp-sink has seen every recipient of every message.
+func (b *bench) runSource(name string, n, size, conns, rcpts int) (res runResult, err error) {
+	res = runResult{Target: name, Client: "smtp-source", N: n, Size: size, Conns: conns, Rcpts: rcpts, Reconnect: true}
+	fmt.Fprintf(b.log, "%s: smtp-source -s %d -l %d -m %d -r %d → smtp-sink ... ", name, conns, size, n, rcpts)
 	defer func() {
 		if err != nil {
 			fmt.Fprintln(b.log, "error")
 		} else {
-			fmt.Fprintf(b.log, "e2e %.0f msgs/s, accept %.0f msgs/s\n", res.E2ERate, res.AcceptRate)
+			fmt.Fprintf(b.log, "e2e %.0f msgs/s (%.0f rcpts/s), accept %.0f msgs/s\n", res.E2ERate, res.E2ERcptRate, res.AcceptRate)
 		}
 	}()
 	b.waitQuiet()
-	sink, err := startPostfixSink()
+	sink, err := startPostfixSink(rcpts > 1)
 	if err != nil {
 		return res, err
 	}
@@ -655,6 +747,9 @@ func (b *bench) runSource(name string, n, size, conns int) (res runResult, err e
 	if err != nil {
 		return res, err
 	}
+	if name == "mtakit" && b.o.profileDir != "" {
+		res.Profile = filepath.Join(b.o.profileDir, filepath.Base(dir)+".pprof")
+	}
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -667,13 +762,14 @@ func (b *bench) runSource(name string, n, size, conns int) (res runResult, err e
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	start := time.Now()
-	if err := runSMTPSource(ctx, t.addr, n, size, conns); err != nil {
+	if err := runSMTPSource(ctx, t.addr, n, size, conns, rcpts); err != nil {
 		return res, err
 	}
 	res.AcceptSeconds = time.Since(start).Seconds()
 	res.Accepted = n
 	res.AcceptRate = float64(n) / res.AcceptSeconds
-	reached, ok := sink.counts.waitFor(n, deadline)
+	want := n * rcpts
+	reached, ok := sink.counts.waitFor(want, deadline)
 	res.TimedOut = !ok
 	res.cpuUse = cpu.stop()
 	if t.hwm != nil {
@@ -688,13 +784,96 @@ func (b *bench) runSource(name string, n, size, conns int) (res runResult, err e
 		res.PeakRSSKB = peak.RSSKB
 	}
 	res.PeakPSSKB, res.Procs, res.SampleMs = peak.PSSKB, peak.Procs, peak.SampleMs
-	res.Delivered = sink.Count()
+	res.Delivered, res.SinkTxns = sink.Count(), sink.Transactions()
 	if res.TimedOut {
-		return res, fmt.Errorf("timed out: smtp-sink has %d of %d", res.Delivered, n)
+		return res, fmt.Errorf("timed out: smtp-sink has %d of %d recipients", res.Delivered, want)
 	}
 	res.E2ESeconds = reached.Sub(start).Seconds()
 	res.E2ERate = float64(n) / res.E2ESeconds
+	res.E2ERcptRate = float64(want) / res.E2ESeconds
 	return res, nil
+}
+
+// single compares the targets with one sending connection: the Go client
+// over one reused connection, the Go client with a new connection per
+// message, and smtp-source -s 1 (a new connection per message), -single-n
+// messages each.
+func (b *bench) single(rep *report) error {
+	type kind struct {
+		name      string
+		reconnect bool
+		source    bool
+	}
+	kinds := []kind{{"mtabench -c 1", false, false}, {"mtabench -c 1 -reconnect", true, false}}
+	if _, err := exec.LookPath("smtp-source"); err == nil {
+		kinds = append(kinds, kind{"smtp-source -s 1", true, true})
+	} else {
+		fmt.Fprintln(b.log, "single: smtp-source not found (Debian package postfix); only the Go client runs")
+	}
+	for _, k := range kinds {
+		se := series{Name: k.name}
+		for i := range b.o.repeat {
+			for _, t := range b.o.targets {
+				r, err := b.undisturbed(func() (runResult, error) {
+					if k.source {
+						return b.runSource(t, b.o.singleN, b.o.size, 1, b.o.rcpts)
+					}
+					return b.runClient(t, clientRun{n: b.o.singleN, size: b.o.size, conns: 1, rcpts: b.o.rcpts, reconnect: k.reconnect})
+				})
+				if err != nil {
+					return fmt.Errorf("%s %s run %d: %w", k.name, t, i+1, err)
+				}
+				se.Runs = append(se.Runs, r)
+			}
+		}
+		se.Summary, se.Ratio = summarize(se.Runs, b.o.targets)
+		rep.Single = append(rep.Single, se)
+	}
+	return nil
+}
+
+// half measures acceptance latency at half of the peak load: for each
+// target, a run at full speed over -c connections finds the peak
+// acceptance rate (or the compare mode's median, when it ran), then
+// -half-n messages are sent over the same connections paced at 50 % of
+// it.
+func (b *bench) half(rep *report) error {
+	peaks := map[string]float64{}
+	for _, s := range rep.Summary {
+		peaks[s.Target] = s.AcceptRate
+	}
+	peakSeries := series{Name: fmt.Sprintf("peak, -c %d", b.o.conns)}
+	halfSeries := series{Name: fmt.Sprintf("half of peak, -c %d", b.o.conns)}
+	for i := range b.o.repeat {
+		for _, t := range b.o.targets {
+			peak := peaks[t]
+			if peak <= 0 {
+				r, err := b.undisturbed(func() (runResult, error) { return b.runClient(t, b.clientRun(b.o.n, b.o.conns)) })
+				if err != nil {
+					return fmt.Errorf("%s peak run %d: %w", t, i+1, err)
+				}
+				peakSeries.Runs = append(peakSeries.Runs, r)
+				peak = r.AcceptRate
+			}
+			cr := b.clientRun(b.o.halfN, b.o.conns)
+			cr.rate = peak / 2
+			if secs := float64(cr.n) / cr.rate; secs > b.o.timeout.Seconds() {
+				return fmt.Errorf("%s: %d messages at %.0f msgs/s take %.0fs, more than -timeout %v; lower -half-n", t, cr.n, cr.rate, secs, b.o.timeout)
+			}
+			r, err := b.undisturbed(func() (runResult, error) { return b.runClient(t, cr) })
+			if err != nil {
+				return fmt.Errorf("%s half-load run %d: %w", t, i+1, err)
+			}
+			halfSeries.Runs = append(halfSeries.Runs, r)
+		}
+	}
+	if len(peakSeries.Runs) > 0 {
+		peakSeries.Summary, peakSeries.Ratio = summarize(peakSeries.Runs, b.o.targets)
+		rep.Half = append(rep.Half, peakSeries)
+	}
+	halfSeries.Summary, _ = summarize(halfSeries.Runs, b.o.targets)
+	rep.Half = append(rep.Half, halfSeries)
+	return nil
 }
 
 // undisturbed makes a run up to 3 times while other processes took more
@@ -779,7 +958,8 @@ func (w *countWatcher) record(n int, at time.Time) {
 	w.changed = make(chan struct{})
 }
 
-// watchSink records sink's message count on every change of its stats.
+// watchSink records how many recipients sink has accepted (in completed
+// transactions) on every change of its stats.
 func watchSink(sink *smtpsink.Sink) *countWatcher {
 	w := newCountWatcher()
 	ctx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
@@ -787,7 +967,7 @@ func watchSink(sink *smtpsink.Sink) *countWatcher {
 	go func() {
 		defer close(w.done)
 		sink.Wait(ctx, func(st smtpsink.Stats) bool {
-			w.record(int(st.Messages), time.Now())
+			w.record(int(st.Recipients), time.Now())
 			return false
 		})
 	}()
@@ -821,6 +1001,20 @@ func (w *countWatcher) stop() {
 		w.cancel()
 		<-w.done
 	}
+}
+
+// loadAvg is the first three fields of /proc/loadavg: other engineers'
+// work on a shared machine is the main source of noise.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // machineInfo describes where the numbers were measured.

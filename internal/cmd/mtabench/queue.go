@@ -79,7 +79,7 @@ func (b *bench) queue(rep *report) error {
 
 	b.waitQuiet()
 	fmt.Fprintf(b.log, "queue: mtakitd -hold, %d × %s over %d connections ... ", o.queueN, formatSize(o.size), o.conns)
-	m, err := startMtakitd(b.bin, dir, sink.Addr(), true, time.Minute)
+	m, err := startMtakitd(b.bin, dir, sink.Addr(), true, time.Minute, b.o.mtaArgs...)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func (b *bench) queue(rep *report) error {
 		fmt.Fprintf(b.log, "queue: restart %d on the same spool ... ", i+1)
 		pid := 0 // mtakitd's, once started: it has no CPU time before
 		cpu := startCPU(func() int { return pid })
-		m, err := startMtakitd(b.bin, dir, sink.Addr(), true, 5*time.Minute)
+		m, err := startMtakitd(b.bin, dir, sink.Addr(), true, 5*time.Minute, b.o.mtaArgs...)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -21,6 +23,12 @@ func printReport(w io.Writer, rep *report) {
 		}
 		fmt.Fprintf(w, "mtakitd: %s, sha256 %.16s\n", rev, b.SHA256)
 	}
+	if len(rep.MtakitdArgs) > 0 {
+		fmt.Fprintf(w, "mtakitd extra flags: %s\n", strings.Join(rep.MtakitdArgs, " "))
+	}
+	if rep.LoadAvg[0] != "" {
+		fmt.Fprintf(w, "load average (1, 5, 15 min): %s at the start, %s at the end\n", rep.LoadAvg[0], rep.LoadAvg[1])
+	}
 	fmt.Fprintln(w)
 	if len(rep.Compare) > 0 {
 		fmt.Fprintln(w, "compare (mtabench client → MTA → smtpsink):")
@@ -35,6 +43,18 @@ func printReport(w io.Writer, rep *report) {
 		fmt.Fprintln(w)
 		printSummary(w, rep.SourceSummary, rep.SourceRatio, false)
 		fmt.Fprintln(w)
+	}
+	for _, group := range []struct {
+		title  string
+		series []series
+	}{{"single connection", rep.Single}, {"acceptance latency at half of the peak rate", rep.Half}} {
+		for _, se := range group.series {
+			fmt.Fprintf(w, "%s: %s\n", group.title, se.Name)
+			printRuns(w, se.Runs)
+			fmt.Fprintln(w)
+			printSummary(w, se.Summary, se.Ratio, len(se.Runs) > 0 && se.Runs[0].Client != "smtp-source")
+			fmt.Fprintln(w)
+		}
 	}
 	if len(rep.Sweep) > 0 {
 		fmt.Fprintln(w, "sweep:")
@@ -64,7 +84,7 @@ func printReport(w io.Writer, rep *report) {
 
 func printRuns(w io.Writer, runs []runResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tn\tsize\tconns\taccepted\tdelivered\tdups\te2e msgs/s\taccept msgs/s\tp50 ms\tp99 ms\tpeak RSS MiB\tpeak PSS MiB\tprocs\tMTA CPU s\tother CPU %\t")
+	fmt.Fprintln(tw, "target\tn\tsize\tconns\trcpts\tpaced msgs/s\taccepted\trcpts delivered\tdups\te2e msgs/s\te2e rcpts/s\taccept msgs/s\tp50 ms\tp99 ms\tp999 ms\tpeak RSS MiB\tpeak PSS MiB\tprocs\tMTA CPU s\tother CPU %\t")
 	for _, r := range runs {
 		lat := func(v float64) string {
 			if r.Client == "smtp-source" {
@@ -72,9 +92,17 @@ func printRuns(w io.Writer, runs []runResult) {
 			}
 			return fmt.Sprintf("%.2f", v)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%d\t%.2f\t%.0f\t\n",
-			r.Target, r.N, formatSize(r.Size), r.Conns, r.Accepted, r.Delivered, r.Duplicates, r.E2ERate, r.AcceptRate,
-			lat(r.P50Ms), lat(r.P99Ms), float64(r.PeakRSSKB)/1024, float64(r.PeakPSSKB)/1024, r.Procs, r.MTASeconds, r.OtherPercent)
+		conns := strconv.Itoa(r.Conns)
+		if r.Reconnect {
+			conns += " (new per msg)"
+		}
+		paced := "-"
+		if r.RateLimit > 0 {
+			paced = fmt.Sprintf("%.0f", r.RateLimit)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%.1f\t%.1f\t%d\t%.2f\t%.0f\t\n",
+			r.Target, r.N, formatSize(r.Size), conns, max(r.Rcpts, 1), paced, r.Accepted, r.Delivered, r.Duplicates, r.E2ERate, r.E2ERcptRate, r.AcceptRate,
+			lat(r.P50Ms), lat(r.P99Ms), lat(r.P999Ms), float64(r.PeakRSSKB)/1024, float64(r.PeakPSSKB)/1024, r.Procs, r.MTASeconds, r.OtherPercent)
 	}
 	tw.Flush()
 }
@@ -87,10 +115,10 @@ func printSummary(w io.Writer, sums []summary, ratio float64, latency bool) {
 		return fmt.Sprintf("%.2f", v)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "median\truns\te2e msgs/s\taccept msgs/s\tp50 ms\tp99 ms\tpeak RSS MiB\tpeak PSS MiB\tMTA CPU ms/msg\t")
+	fmt.Fprintln(tw, "median\truns\te2e msgs/s\te2e rcpts/s\taccept msgs/s\tp50 ms\tp99 ms\tp999 ms\tpeak RSS MiB\tpeak PSS MiB\tMTA CPU ms/msg\t")
 	for _, s := range sums {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.2f\t\n", s.Target, s.Runs, s.E2ERate, s.AcceptRate,
-			lat(s.P50Ms), lat(s.P99Ms), s.PeakRSSKB/1024, s.PeakPSSKB/1024, s.CPUPerMsg)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%.1f\t%.1f\t%.2f\t\n", s.Target, s.Runs, s.E2ERate, s.E2ERcptRate, s.AcceptRate,
+			lat(s.P50Ms), lat(s.P99Ms), lat(s.P999Ms), s.PeakRSSKB/1024, s.PeakPSSKB/1024, s.CPUPerMsg)
 	}
 	tw.Flush()
 	if ratio > 0 {

@@ -143,3 +143,40 @@ func smtpSinkCount(record string) (int, error) {
 	}
 	return 0, errors.New("no mesg= field")
 }
+
+// rcptCounter counts recipients in the command log of smtp-sink -v
+// ("smtp-sink: MAIL FROM:<...>", "smtp-sink: RCPT TO:<...>",
+// "smtp-sink: ." at the end of DATA, one line per command). The sink is one
+// process serving every connection in turn, so the lines of concurrent
+// transactions interleave and a RCPT line cannot be tied to its ".". But
+// whenever every MAIL seen so far has had its ".", every RCPT seen belongs
+// to a completed transaction: that is when the count is known (done). At
+// the end of a run all transactions complete, so the final count is exact.
+// A transaction that never completes (a client that gives up after RCPT)
+// holds the count back until the run times out; MTAs under test do not do
+// that when the sink accepts everything.
+type rcptCounter struct {
+	mails, rcpts, dots int
+}
+
+// line takes one line of the log and returns the recipients of completed
+// transactions when they are known.
+func (c *rcptCounter) line(s string) (n int, done bool) {
+	cmd, ok := strings.CutPrefix(s, "smtp-sink: ")
+	if !ok {
+		return 0, false
+	}
+	verb, _, _ := strings.Cut(cmd, " ")
+	switch strings.ToUpper(verb) {
+	case "MAIL":
+		c.mails++
+	case "RCPT":
+		c.rcpts++
+	case ".":
+		c.dots++
+		if c.dots >= c.mails {
+			return c.rcpts, true
+		}
+	}
+	return 0, false
+}

@@ -183,15 +183,80 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("parsed %+v", o)
 	}
 	o, err = parseFlags([]string{"-mode", "all"}, io.Discard)
-	if err != nil || len(o.modes) != 4 || len(o.targets) != 2 {
+	if err != nil || len(o.modes) != 6 || len(o.targets) != 2 || o.rcpts != 1 || o.halfN != o.n {
 		t.Errorf("-mode all: %+v, %v", o, err)
+	}
+	o, err = parseFlags([]string{"-mode", "single,half", "-rcpts", "10", "-mtakitd-args", " -batch-handling  by-domain ", "-half-n", "300"}, io.Discard)
+	if err != nil || !o.modes["single"] || !o.modes["half"] || o.rcpts != 10 || o.halfN != 300 ||
+		len(o.mtaArgs) != 2 || o.mtaArgs[0] != "-batch-handling" || o.mtaArgs[1] != "by-domain" {
+		t.Errorf("parsed %+v, %v", o, err)
 	}
 	for _, bad := range [][]string{
 		{"-mode", "fast"}, {"-target", "exim"}, {"-size", "0"}, {"-n", "0"}, {"-sweep-conns", "1,x"},
-		{"-postfix-param", "novalue"}, {"extra"},
+		{"-postfix-param", "novalue"}, {"extra"}, {"-rcpts", "0"}, {"-rate", "-1"}, {"-single-n", "0"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q): want an error", bad)
 		}
+	}
+}
+
+func TestRcptsFor(t *testing.T) {
+	one := rcptsFor(7, 1)
+	if len(one) != 1 || one[0] != rcptFor(7) {
+		t.Errorf("rcptsFor(7, 1) = %q", one)
+	}
+	seen := map[string]bool{}
+	for seq := range 12 {
+		rs := rcptsFor(seq, 10)
+		if len(rs) != 10 || rs[0] != rcptFor(seq) {
+			t.Fatalf("rcptsFor(%d, 10) = %q", seq, rs)
+		}
+		for _, r := range rs {
+			if seen[r] {
+				t.Fatalf("recipient %s repeated", r)
+			}
+			seen[r] = true
+		}
+	}
+}
+
+// smtp-sink -v logs of two interleaved sessions: the count is known only
+// when no transaction is open, and is then every RCPT seen.
+func TestRcptCounter(t *testing.T) {
+	log := []struct {
+		line string
+		n    int
+		done bool
+	}{
+		{"smtp-sink: connect (AF_INET 127.0.0.1)", 0, false},
+		{"smtp-sink: EHLO mta", 0, false},
+		{"smtp-sink: MAIL FROM:<a@b>", 0, false},
+		{"smtp-sink: RCPT TO:<1@x>", 0, false},
+		{"smtp-sink: MAIL FROM:<a@b>", 0, false}, // second session
+		{"smtp-sink: RCPT TO:<2@x>", 0, false},
+		{"smtp-sink: RCPT TO:<3@x>", 0, false},
+		{"smtp-sink: DATA", 0, false},
+		{"smtp-sink: .", 0, false}, // first session done, second still open
+		{"smtp-sink: DATA", 0, false},
+		{"smtp-sink: .", 3, true},
+		{"smtp-sink: RSET", 0, false},
+		{"smtp-sink: mail FROM:<a@b>", 0, false},
+		{"smtp-sink: rcpt TO:<4@x>", 0, false},
+		{"smtp-sink: DATA", 0, false},
+		{"smtp-sink: .", 4, true},
+		{"smtp-sink: QUIT", 0, false},
+		{"smtp-sink: disconnect", 0, false},
+		{"RCPT TO:<not-a-log-line@x>", 0, false},
+	}
+	var c rcptCounter
+	for _, l := range log {
+		n, done := c.line(l.line)
+		if n != l.n || done != l.done {
+			t.Errorf("after %q: %d, %v; want %d, %v", l.line, n, done, l.n, l.done)
+		}
+	}
+	if c.dots != 3 || c.rcpts != 4 {
+		t.Errorf("dots %d rcpts %d", c.dots, c.rcpts)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -51,15 +52,19 @@ func buildMtakitd(dir string) (string, error) {
 
 // startMtakitd runs bin on a fresh loopback port with its data under
 // dataDir, relaying everything to smarthost (or holding it, with hold),
-// and returns once it logs "mtakitd ready".
-func startMtakitd(bin, dataDir, smarthost string, hold bool, timeout time.Duration) (*mtakitd, error) {
-	args := []string{"-listen", "127.0.0.1:0", "-data", dataDir, "-hostname", "mtakit-bench.localhost", "-log-level", "info"}
+// and returns once it logs "mtakitd ready". extra flags (-mtakitd-args)
+// come last, so they can override the harness's.
+func startMtakitd(bin, dataDir, smarthost string, hold bool, timeout time.Duration, extra ...string) (*mtakitd, error) {
+	// No HTTP API: its default port would clash with any other mtakitd
+	// on the machine, and the harness does not use it.
+	args := []string{"-listen", "127.0.0.1:0", "-http", "", "-data", dataDir, "-hostname", "mtakit-bench.localhost", "-log-level", "info"}
 	if smarthost != "" {
 		args = append(args, "-smarthost", smarthost)
 	}
 	if hold {
 		args = append(args, "-hold")
 	}
+	args = append(args, extra...)
 	m := &mtakitd{cmd: exec.Command(bin, args...), exited: make(chan struct{}), ready: make(chan struct{})}
 	// mtakitd dies with the harness, whatever happens to it.
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -230,45 +235,78 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// postfixSink is Postfix's smtp-sink, run as a subprocess with -c, whose
-// running counter is parsed to know when it has received N messages.
+// postfixSink is Postfix's smtp-sink, run as a subprocess. Its counts
+// are of recipients in completed transactions. With one recipient per
+// message that is its running message counter (-c, "mesg="). smtp-sink
+// counts no recipients, so for more (perRcpt) it runs with -v, which logs
+// every command line to stderr, and the harness counts RCPT lines (see
+// rcptCounter).
 type postfixSink struct {
 	cmd  *exec.Cmd
 	addr string
 
 	counts   *countWatcher
+	txns     atomic.Int64 // completed transactions ("mesg=", or "." lines with -v)
 	exited   chan struct{}
 	stopOnce sync.Once
 }
 
-func startPostfixSink() (*postfixSink, error) {
+func startPostfixSink(perRcpt bool) (*postfixSink, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	s := &postfixSink{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited: make(chan struct{}), counts: newCountWatcher()}
 	// -u: the user to run as (required as root); backlog 256.
-	s.cmd = exec.Command("smtp-sink", "-u", "nobody", "-c", s.addr, "256")
+	args := []string{"-u", "nobody", "-c", s.addr, "256"}
+	if perRcpt {
+		args = append([]string{"-v"}, args...)
+	}
+	s.cmd = exec.Command("smtp-sink", args...)
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	s.cmd.Stderr = os.Stderr
+	var verbose io.ReadCloser
+	if perRcpt {
+		if verbose, err = s.cmd.StderrPipe(); err != nil {
+			return nil, err
+		}
+	} else {
+		s.cmd.Stderr = os.Stderr
+	}
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("smtp-sink: %w", err)
+	}
+	var readers sync.WaitGroup
+	if perRcpt {
+		readers.Go(func() {
+			var rc rcptCounter
+			sc := bufio.NewScanner(verbose)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				if n, done := rc.line(sc.Text()); done {
+					s.txns.Store(int64(rc.dots))
+					s.counts.record(n, time.Now())
+				}
+			}
+			io.Copy(io.Discard, verbose)
+		})
 	}
 	go func() {
 		defer close(s.exited)
 		r := bufio.NewReader(out)
 		for {
 			rec, err := r.ReadString('\r')
-			if n, perr := smtpSinkCount(rec); perr == nil && strings.HasSuffix(rec, "\r") {
+			if n, perr := smtpSinkCount(rec); perr == nil && strings.HasSuffix(rec, "\r") && !perRcpt {
+				s.txns.Store(int64(n))
 				s.counts.record(n, time.Now())
 			}
 			if err != nil {
 				break
 			}
 		}
+		readers.Wait()
 		s.cmd.Wait()
 	}()
 	// Wait until it listens; a probe session without mail does not change
@@ -284,7 +322,10 @@ func startPostfixSink() (*postfixSink, error) {
 	return nil, errors.New("smtp-sink did not listen within 5s")
 }
 
-// Count returns smtp-sink's message count now.
+// Transactions returns the transactions smtp-sink completed.
+func (s *postfixSink) Transactions() int { return int(s.txns.Load()) }
+
+// Count returns smtp-sink's recipient count now.
 func (s *postfixSink) Count() int {
 	s.counts.mu.Lock()
 	defer s.counts.mu.Unlock()
@@ -307,10 +348,11 @@ func (s *postfixSink) close() {
 }
 
 // runSMTPSource runs Postfix's smtp-source against addr and returns when
-// it exits (or ctx ends).
-func runSMTPSource(ctx context.Context, addr string, n, size, conns int) error {
+// it exits (or ctx ends). With -r, smtp-source names the recipients of a
+// message 1rcpt@, 2rcpt@, ... the same for every message.
+func runSMTPSource(ctx context.Context, addr string, n, size, conns, rcpts int) error {
 	cmd := exec.CommandContext(ctx, "smtp-source",
-		"-s", strconv.Itoa(conns), "-l", strconv.Itoa(size), "-m", strconv.Itoa(n),
+		"-s", strconv.Itoa(conns), "-l", strconv.Itoa(size), "-m", strconv.Itoa(n), "-r", strconv.Itoa(rcpts),
 		"-f", benchFrom, "-t", "rcpt@"+benchDomain, "-M", "mtabench.localhost", addr)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
