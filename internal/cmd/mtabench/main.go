@@ -8,6 +8,8 @@
 //	go run ./internal/cmd/mtabench                          # compare: 5000 × 2k over 20 connections, mtakit and Postfix
 //	go run ./internal/cmd/mtabench -n 2000 -size 10k -c 8 -target mtakit
 //	go run ./internal/cmd/mtabench -mode smtp-source        # cross-check with Postfix's smtp-source → MTA → smtp-sink
+//	go run ./internal/cmd/mtabench -mode compare,smtp-source -n 1000 -rcpts 10
+//	go run ./internal/cmd/mtabench -mode single,half -target mtakit -mtakitd-args "-batch-handling by-domain"
 //	go run ./internal/cmd/mtabench -mode sweep -plot docs/bench/throughput.png
 //	go run ./internal/cmd/mtabench -mode queue -queue-n 200000
 //	go run ./internal/cmd/mtabench -mode sweep,queue -out scale.json -plot docs/bench/throughput.png
@@ -28,8 +30,18 @@
 //     (shared pages divided among their users; every 2 s and at the end) is
 //     reported for both, and so is the CPU time the MTA used.
 //   - smtp-source: the same targets driven by Postfix's own smtp-source
-//     (-s C -l SIZE -m N, a new connection per message) relaying to Postfix's
-//     smtp-sink; end-to-end is when smtp-sink's counter reaches N.
+//     (-s C -l SIZE -m N -r RCPTS, a new connection per message) relaying
+//     to Postfix's smtp-sink; end-to-end is when smtp-sink has seen every
+//     recipient (its message counter with one recipient per message; with
+//     more, smtp-sink runs with -v and its RCPT lines are counted, since
+//     it counts no recipients itself).
+//   - single: one sending connection, -single-n messages: the Go client
+//     over one reused connection, the Go client with a new connection per
+//     message, and smtp-source -s 1 (a new connection per message).
+//   - half: acceptance latency at half of the peak load: the peak
+//     acceptance rate over -c connections (compare's median when compare
+//     ran, else a run of its own), then -half-n messages paced at 50 % of
+//     it (an open-loop schedule over all connections).
 //   - sweep: compare runs of -sweep-n messages over -sweep-conns connections
 //     (at -size) and of -sweep-sizes sizes (at -c connections); with -plot,
 //     a PNG of msgs/s against both.
@@ -41,8 +53,16 @@
 //     line's duration, and process start to "mtakitd ready").
 //
 // The client is go-smtp's (EHLO once per connection, no pipelining, no
-// TLS); each message is unique (Message-ID, recipient) with an
-// incompressible base64 body. Both MTAs write their spools under -tmpdir.
+// TLS); each message is unique (Message-ID, recipients) with an
+// incompressible base64 body, sent to -rcpts recipients (all distinct, in
+// one domain); -reconnect opens a connection per message and -rate paces
+// the client. Latency is reported as p50, p99 and p999 of MAIL FROM to the
+// 250 after the final dot; smtp-source reports none. Every count at the
+// sinks is of recipients: end to end means every recipient of every
+// acknowledged message has arrived, reported as msgs/s and rcpts/s. Both
+// MTAs write their spools under -tmpdir. -mtakitd-args passes flags to
+// mtakitd (e.g. "-batch-handling by-domain"); -mtakitd-profile writes a
+// CPU profile of mtakitd per run (mtakitd -cpuprofile).
 //
 // A shared 2-core machine makes numbers noisy. Each run reports the share
 // of the CPUs that other processes used during it ("other CPU %"); -quiet
