@@ -218,7 +218,7 @@ func buildKeySigner(alg Algorithm, o Options, key crypto.Signer, source string) 
 		Domain:                 o.Domain,
 		Selector:               o.Selector,
 		Identifier:             o.Identifier,
-		Signer:                 key,
+		Signer:                 memoize(key),
 		Hash:                   crypto.SHA256,
 		HeaderCanonicalization: msgauth.Canonicalization(hc),
 		BodyCanonicalization:   msgauth.Canonicalization(bc),

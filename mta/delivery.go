@@ -38,7 +38,7 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 	if s.runCtx.Err() != nil {
 		return aborted
 	}
-	data, err := s.opts.DataSpool.Load(ctx, m.id)
+	data, err := s.loadData(ctx, m.id, m.meta)
 	if err != nil {
 		switch {
 		case s.runCtx.Err() != nil:
@@ -158,7 +158,14 @@ func (s *Server) retire(m *queuedMessage) {
 	if err := s.opts.DataSpool.Remove(ctx, m.id); err != nil {
 		s.log.Error("remove data of finished message", "id", m.id, "err", err)
 	}
-	s.sched.finish(m)
+	if !s.sched.finish(m) {
+		return // retired before
+	}
+	if body := m.meta.Body; !body.IsZero() && s.bodies.release(body) {
+		if err := s.opts.DataSpool.Remove(ctx, body); err != nil {
+			s.log.Error("remove shared body of finished messages", "body", body, "err", err)
+		}
+	}
 }
 
 func (s *Server) storeMeta(m *queuedMessage) error {

@@ -18,7 +18,9 @@ import (
 )
 
 // Messages received over SMTP are signed once, before spooling, and the
-// spooled bytes verify with go-msgauth and with dkimpy.
+// spooled bytes verify with go-msgauth and with dkimpy; so do the
+// messages of each recipient of one transaction, which share a stored
+// body and (signed in the same second) a signature.
 func TestReceivedMessagesAreSigned(t *testing.T) {
 	keyDir := t.TempDir()
 	txt := map[string]string{}
@@ -51,7 +53,7 @@ algo = "ed25519"
 	ts := startServer(t, data, spool.NewMemory(), func(o *mta.Options, _ *listener.Config) { o.Signer = signer })
 	rc := dialRaw(t, ts.addr)
 	ehlo(rc)
-	ids := sendMail(t, rc, "a@example.com", []string{"b@example.net"},
+	ids := sendMail(t, rc, "a@example.com", []string{"b@example.net", "c@example.org"},
 		"From: Alice <alice@example.com>\r\nTo: b@example.net\r\nSubject: signed\r\n\r\n.leading dot\r\nh\xc3\xa9llo\r\n")
 
 	rc.expectCmd("MAIL FROM:<a@example.com>", 250)
@@ -62,11 +64,21 @@ algo = "ed25519"
 		t.Errorf("unsigned message reply %q", msg)
 	}
 
-	id, _ := spool.ParseID(ids[0])
-	msg, err := data.Load(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
+	if len(ids) != 2 {
+		t.Fatalf("ids %v", ids)
 	}
+	for _, sid := range ids {
+		id, _ := spool.ParseID(sid)
+		info, err := ts.srv.InspectMessage(context.Background(), id, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifyBoth(t, txt, info.Data)
+	}
+}
+
+func verifyBoth(t *testing.T, txt map[string]string, msg []byte) {
+	t.Helper()
 	if n := bytes.Count(msg, []byte("DKIM-Signature:")); n != 2 {
 		t.Fatalf("want 2 signatures, got %d:\n%s", n, msg)
 	}

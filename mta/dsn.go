@@ -17,7 +17,7 @@ func (s *Server) maybeDSN(m *queuedMessage, rcpt string, r reply, action string)
 	}
 	ctx := context.Background()
 	var headers []byte
-	if data, err := s.opts.DataSpool.Load(ctx, m.id); err == nil {
+	if data, err := s.loadData(ctx, m.id, m.meta); err == nil {
 		if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
 			headers = data[:i+2]
 		} else {

@@ -103,6 +103,16 @@ func (m *Message) flatten() {
 	m.prefix = nil
 }
 
+// joined returns the complete message without keeping the joined copy,
+// so that data shared with other messages stays shared.
+func (m *Message) joined() []byte {
+	if len(m.prefix) == 0 {
+		return m.data
+	}
+	out := make([]byte, 0, len(m.prefix)+len(m.data))
+	return append(append(out, m.prefix...), m.data...)
+}
+
 // size is len(m.Data()) without joining.
 func (m *Message) size() int { return len(m.prefix) + len(m.data) }
 

@@ -15,7 +15,8 @@ import (
 // recovery, and removes a body only when all of these hold:
 //   - its ID was made by an earlier run (spool.ID.FromThisProcess is
 //     false), so it is not a reception in progress now;
-//   - it is not a live message of this server;
+//   - it is not a live message of this server, nor a shared body that a
+//     live message refers to (see body.go);
 //   - the meta spool has no entry for it (not even an unreadable one,
 //     which recovery leaves in place for a person to look at).
 func (s *Server) reclaimOrphans() {
@@ -24,7 +25,7 @@ func (s *Server) reclaimOrphans() {
 	start := time.Now()
 	var candidates []spool.ID
 	err := spool.EnumerateIDs(ctx, s.opts.DataSpool, func(id spool.ID) error {
-		if !id.FromThisProcess() && !s.sched.isLive(id) {
+		if !id.FromThisProcess() && !s.sched.isLive(id) && !s.bodies.referenced(id) {
 			candidates = append(candidates, id)
 		}
 		return nil
@@ -40,7 +41,7 @@ func (s *Server) reclaimOrphans() {
 		if s.isStopping() {
 			return
 		}
-		if s.sched.isLive(id) {
+		if s.sched.isLive(id) || s.bodies.referenced(id) {
 			continue
 		}
 		_, err := s.opts.MetaSpool.Load(ctx, id)

@@ -40,6 +40,17 @@ func TestOrphanedBodiesAreReclaimed(t *testing.T) {
 	}
 	store(meta, queued, m)
 	store(data, receiving, []byte("this process is still storing its meta"))
+	// A shared body a queued message refers to stays; one whose last
+	// message was finished just before a crash goes.
+	sharedBody, deadBody, sharer := foreignID(), foreignID(), foreignID()
+	store(data, sharedBody, []byte("shared body"))
+	store(data, deadBody, []byte("body of finished messages"))
+	store(data, sharer, []byte("X-Own: field\r\n"))
+	sm, err := encodeMeta(&storedMeta{Sender: "s@example.com", Recipients: []string{"r2@example.net"}, Body: sharedBody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store(meta, sharer, sm)
 
 	srv, err := New(Options{DataSpool: data, MetaSpool: meta, HoldDelivery: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -47,22 +58,24 @@ func TestOrphanedBodiesAreReclaimed(t *testing.T) {
 	}
 	defer srv.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := data.Load(ctx, orphan)
-		if errors.Is(err, spool.ErrNotFound) {
-			break
+	for _, id := range []spool.ID{orphan, deadBody} {
+		for {
+			_, err := data.Load(ctx, id)
+			if errors.Is(err, spool.ErrNotFound) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("orphaned body %s not reclaimed", id)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("orphaned body not reclaimed")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	for name, id := range map[string]spool.ID{"unreadable meta": corrupt, "queued": queued, "this process's": receiving} {
+	for name, id := range map[string]spool.ID{"unreadable meta": corrupt, "queued": queued, "this process's": receiving, "shared": sharedBody, "sharer's own": sharer} {
 		if _, err := data.Load(ctx, id); err != nil {
 			t.Errorf("%s body: %v; it must be kept", name, err)
 		}
 	}
-	if srv.QueuedCount() != 1 {
-		t.Errorf("%d queued, want the one with readable meta", srv.QueuedCount())
+	if srv.QueuedCount() != 2 {
+		t.Errorf("%d queued, want the two with readable meta", srv.QueuedCount())
 	}
 }

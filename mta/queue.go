@@ -85,16 +85,19 @@ func (s *scheduler) reschedule(m *queuedMessage) {
 	s.poke()
 }
 
-// finish forgets a message that was delivered, bounced or expired.
-func (s *scheduler) finish(m *queuedMessage) {
+// finish forgets a message that was delivered, bounced or expired, and
+// reports whether it was live until now.
+func (s *scheduler) finish(m *queuedMessage) bool {
 	s.mu.Lock()
-	if _, ok := s.live[m.id]; ok {
-		delete(s.live, m.id)
-		if s.byQueue[m.queue]--; s.byQueue[m.queue] <= 0 {
-			delete(s.byQueue, m.queue)
-		}
+	defer s.mu.Unlock()
+	if _, ok := s.live[m.id]; !ok {
+		return false
 	}
-	s.mu.Unlock()
+	delete(s.live, m.id)
+	if s.byQueue[m.queue]--; s.byQueue[m.queue] <= 0 {
+		delete(s.byQueue, m.queue)
+	}
+	return true
 }
 
 func (s *scheduler) setHeld(held bool) {

@@ -169,10 +169,10 @@ func batchRecipients(rcpts []listener.Recipient, mode listener.BatchHandling) []
 }
 
 // storeWindow bounds how many messages of one reception are prepared and
-// being stored at once. Each holds its own copy of the data (trace and
-// signature headers are prepended), so a transaction's memory is about
-// (1 + storeWindow) times its size whatever its recipient count, while the
-// stores in the window still share group commits.
+// being stored at once. A message whose policy hook rewrote the content
+// holds its own copy, so a transaction's memory is about (1 + storeWindow)
+// times its size whatever its recipient count, while the stores in the
+// window still share group commits.
 const storeWindow = 8
 
 // receive turns a reception into spooled, queued, logged messages. It
@@ -180,6 +180,8 @@ const storeWindow = 8
 // whatever it stored, so a failure leaves nothing half-written. Messages
 // are prepared in recipient order (policy hooks run one at a time) and
 // stored up to storeWindow at a time; a stored message keeps only its size.
+// The messages of a transaction with several recipients share one stored
+// body (see body.go).
 func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) {
 	if err := s.space.check(); err != nil {
 		return nil, err
@@ -197,7 +199,14 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		storeErr error
 		window   = make(chan struct{}, storeWindow)
 		prepErr  error
+		body     spool.ID // the shared body, once a message uses it
+		sharers  int
 	)
+	fail := func(err error) {
+		mu.Lock()
+		storeErr = errors.Join(storeErr, err)
+		mu.Unlock()
+	}
 	for _, rcpts := range r.batches {
 		mu.Lock()
 		failed := storeErr != nil
@@ -211,14 +220,27 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 			break
 		}
 		meta := &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
-		out = append(out, stored{m: m, meta: meta, size: m.size()})
+		size := m.size()
+		own := m.Data // the complete message, for a message on its own
+		if len(r.batches) > 1 && sameBytes(m.data, r.data) {
+			if body.IsZero() {
+				body = spool.NewID()
+				wg.Go(func() {
+					if err := s.opts.DataSpool.Store(ctx, body, r.data); err != nil {
+						fail(fmt.Errorf("mta: store shared body %s: %w", body, err))
+					}
+				})
+			}
+			meta.Body = body
+			sharers++
+			own = func() []byte { return m.prefix }
+		}
+		out = append(out, stored{m: m, meta: meta, size: size})
 		window <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-window }()
-			if err := s.store(ctx, m, meta); err != nil {
-				mu.Lock()
-				storeErr = errors.Join(storeErr, err)
-				mu.Unlock()
+			if err := s.store(ctx, m.id, own(), meta); err != nil {
+				fail(err)
 			}
 			m.data, m.prefix = nil, nil // durable now; keep only what scheduling and the log need
 		})
@@ -228,11 +250,19 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		for _, st := range out {
 			s.unstore(st.m.id)
 		}
+		if !body.IsZero() {
+			if err := s.opts.DataSpool.Remove(context.Background(), body); err != nil {
+				s.log.Warn("remove shared body after failed store", "body", body, "err", err)
+			}
+		}
 		if prepErr != nil {
 			return nil, prepErr
 		}
 		s.log.Error("spool write failed; transaction refused", "err", storeErr)
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
+	}
+	if sharers > 0 {
+		s.bodies.add(body, sharers)
 	}
 	s.observeSpooled(time.Since(storeStart), len(out))
 
@@ -245,6 +275,12 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		s.sched.add(qm)
 	}
 	return ids, nil
+}
+
+// sameBytes reports whether a and b are the same slice of memory: a
+// message whose content is still the received data, not a rewrite.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // prepare builds one message: ID, trace headers, policy hook, signature.
@@ -268,7 +304,7 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 		}
 	}
 	if s.opts.Signer != nil {
-		sig, err := s.opts.Signer.Sign(m.Data())
+		sig, err := s.opts.Signer.Sign(m.joined())
 		if err != nil {
 			return nil, policyError(fmt.Errorf("mta: dkim sign %s: %w", m.id, err))
 		}
@@ -285,14 +321,14 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 // lone sender waits for one sync, not two. A crash between two separate
 // commits leaves meta without data or data without meta; neither was
 // acknowledged, and recovery discards the former.
-func (s *Server) store(ctx context.Context, m *Message, meta *storedMeta) error {
+func (s *Server) store(ctx context.Context, id spool.ID, data []byte, meta *storedMeta) error {
 	b, err := encodeMeta(meta)
 	if err != nil {
-		return fmt.Errorf("mta: encode meta %s: %w", m.id, err)
+		return fmt.Errorf("mta: encode meta %s: %w", id, err)
 	}
 	return spool.StoreAll(ctx,
-		spool.Write{Spool: s.opts.DataSpool, ID: m.id, Data: m.Data()},
-		spool.Write{Spool: s.opts.MetaSpool, ID: m.id, Data: b})
+		spool.Write{Spool: s.opts.DataSpool, ID: id, Data: data},
+		spool.Write{Spool: s.opts.MetaSpool, ID: id, Data: b})
 }
 
 // unstore removes a partially stored message. A removal that fails leaves

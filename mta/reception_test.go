@@ -52,26 +52,31 @@ func TestReplyAfterDurableStore(t *testing.T) {
 	if events[replied] != "replied" {
 		t.Fatalf("reply recorded before last store: %v", events)
 	}
+	stored := map[string]bool{}
+	for _, e := range events[:replied] {
+		stored[e] = true
+	}
 	for _, id := range ids {
 		for _, sp := range []string{"data", "meta"} {
-			want := "stored " + sp + " " + id
-			found := false
-			for _, e := range events[:replied] {
-				found = found || e == want
-			}
-			if !found {
+			if want := "stored " + sp + " " + id; !stored[want] {
 				t.Errorf("%q not recorded before the 250 reply; events %v", want, events)
 			}
 		}
 	}
+	// The two recipients share one stored body (one data record more
+	// than the two messages' own), also stored before the reply.
+	if n := len(stored); n != 5 {
+		t.Errorf("want 5 stores (2 metas, 2 own data records, 1 shared body) before the reply, got %d: %v", n, events)
+	}
 
-	// And the stored data is the message with trace headers prepended.
+	// And the message's content is the received one with trace headers
+	// prepended.
 	id, _ := spool.ParseID(ids[0])
-	body, err := data.Load(context.Background(), id)
+	info, err := ts.srv.InspectMessage(context.Background(), id, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(body)
+	s := string(info.Data)
 	if !strings.HasPrefix(s, "X-KumoRef: ") || !strings.Contains(s, "\r\nReceived: from client.test (client.test [127.0.0.1])\r\n\tby mx.test (mtakit) with ESMTP id "+ids[0]) {
 		t.Errorf("unexpected trace headers:\n%s", s)
 	}

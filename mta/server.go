@@ -154,6 +154,7 @@ type Server struct {
 	sink   logs.Sink
 	nodeID string
 	sched  *scheduler
+	bodies *bodyRefs // shared bodies of multi-recipient transactions (body.go)
 
 	pools         atomic.Pointer[map[string]egress.Pool] // see SetEgressPools
 	shaper        shaping.Shaper
@@ -207,6 +208,7 @@ func New(opts Options) (*Server, error) {
 		sink:     opts.Log,
 		nodeID:   uuid.NewString(),
 		sched:    newScheduler(),
+		bodies:   newBodyRefs(),
 		shaper:   opts.Shaper,
 		resolver: opts.Resolver,
 		stopping: make(chan struct{}),
@@ -317,6 +319,9 @@ func (s *Server) recover(ctx context.Context) error {
 					continue
 				}
 				msg := &Message{id: e.id, sender: m.Sender, recipients: m.Recipients, meta: m.Meta}
+				if !m.Body.IsZero() {
+					s.bodies.add(m.Body, 1)
+				}
 				s.sched.add(&queuedMessage{id: e.id, queue: msg.QueueName(), meta: m})
 				recovered.Add(1)
 			}

@@ -89,6 +89,7 @@ type config struct {
 	logHook   string
 	hold      bool
 	cpuProf   string
+	batch     listener.BatchHandling
 	logLevel  slog.Level
 	shutdown  time.Duration
 }
@@ -119,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.cpuProf, "cpuprofile", "", "testing: write a CPU profile of the whole run (until shutdown) to `file`")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 30*time.Second, "how long to let transactions finish on shutdown")
 	level := fs.String("log-level", "info", "operational log `level`: debug, info, warn, error")
+	batch := fs.String("batch-handling", string(listener.BifurcateAlways), "how a transaction with several recipients is queued (KumoMTA's batch_handling): `BifurcateAlways` (one message per recipient, sharing one stored body) or BatchByDomain (one message per recipient domain, delivered in one transaction)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mtakitd [flags]\n       mtakitd check init.lua\n       mtakitd dkim-keygen -domain D -selector S [-type rsa|ed25519] [-bits N] [-out DIR]\n\nflags:\n")
 		fs.PrintDefaults()
@@ -136,6 +138,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Visit(func(f *flag.Flag) { c.httpSet = c.httpSet || f.Name == "http" })
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	switch c.batch = listener.BatchHandling(*batch); c.batch {
+	case listener.BifurcateAlways, listener.BatchByDomain:
+	default:
+		return nil, fmt.Errorf("-batch-handling %q: want %s or %s", *batch, listener.BifurcateAlways, listener.BatchByDomain)
 	}
 	for name, v := range map[string]string{"-listen": c.listen, "-http": c.http} {
 		if name == "-http" && v == "" {
@@ -354,7 +361,7 @@ func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, ad
 	m.Watch(srv)
 	// From here the server owns the spools and the log.
 	closers = []io.Closer{srv}
-	addr, err = srv.ListenSMTP(listener.Config{Addr: c.listen, TLS: tlsCfg})
+	addr, err = srv.ListenSMTP(listener.Config{Addr: c.listen, TLS: tlsCfg, BatchHandling: c.batch})
 	if err != nil {
 		return nil, nil, err
 	}

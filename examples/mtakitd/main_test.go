@@ -47,6 +47,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-smarthost-auth-file", "auth"}, "need -smarthost"},
 		{[]string{"-tls-cert", "c.pem"}, "together"},
 		{[]string{"-log-level", "chatty"}, "-log-level"},
+		{[]string{"-batch-handling", "ByDomain"}, "-batch-handling"},
 		{[]string{"extra"}, "unexpected argument"},
 		{[]string{"-no-such-flag"}, "not defined"},
 	}
