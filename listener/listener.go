@@ -1,9 +1,11 @@
 // Package listener receives mail over ESMTP.
 //
 // A [Listener] speaks ESMTP on one address with PIPELINING, 8BITMIME,
-// SMTPUTF8, SIZE, CHUNKING, ENHANCEDSTATUSCODES and optional STARTTLS (it
-// is built on github.com/emersion/go-smtp). It decides per recipient
-// whether relaying is allowed, the way KumoMTA does:
+// SMTPUTF8, SIZE, CHUNKING, ENHANCEDSTATUSCODES and optional STARTTLS. Its
+// protocol engine is the server of github.com/emersion/go-smtp v0.25.1, in
+// a patched copy (internal/smtpd; "go-smtp" below means that copy) whose
+// types are go-smtp's own. It decides per recipient whether relaying is
+// allowed, the way KumoMTA does:
 //
 //   - the client's address is in [Config.RelayHosts] (default: loopback), or
 //   - the sender's domain has a [ListenerDomain] whose RelayFrom holds the
@@ -13,10 +15,16 @@
 //
 // Anything else is refused with "550 5.7.1 relaying not permitted".
 //
-// The message data is checked before it is handed on: a bare CR or LF
-// (the raw material of SMTP smuggling) or a line longer than
+// DATA ends at the first <CRLF>.<CRLF>, and each line before it that
+// starts with a period loses only that period (RFC 5321 section 4.5.2): a
+// line ".<CR>X" is the data "<CR>X", and "<CRLF>.<CR><CR><LF>.<CRLF>" ends
+// the data after "<CR><CR><LF>" (go-smtp v0.25.1 dropped such a CR, or read
+// on past the end; internal/smtpd fixes both). BDAT chunks are taken as
+// sent. The message data is then checked before it is handed on: a bare CR
+// or LF (the raw material of SMTP smuggling), a NUL or a line longer than
 // [Config.LineLengthLimit] is refused with a 552 5.6.0 reply, so no peer
-// can ever split the accepted bytes into messages differently than we do.
+// can ever split the accepted bytes into messages differently than we do,
+// and nothing is silently rewritten.
 //
 // Accepted transactions go to a [Handler], which stores the message and
 // returns its IDs; only then does the client get its 250 reply. The
@@ -39,6 +47,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/google/uuid"
+
+	"github.com/mtakit/mtakit/internal/smtpd"
 )
 
 // Handler accepts the messages a Listener receives.
@@ -104,7 +114,7 @@ type Listener struct {
 	cfg     Config
 	handler Handler
 	log     *slog.Logger
-	srv     *smtp.Server
+	srv     *smtpd.Server
 	ln      net.Listener
 
 	draining atomic.Bool
@@ -149,7 +159,7 @@ func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (
 		log:      log.With("listener", cfg.Addr),
 		sessions: make(map[*session]struct{}),
 	}
-	s := smtp.NewServer(smtp.BackendFunc(l.newSession))
+	s := smtpd.NewServer(smtpd.BackendFunc(l.newSession))
 	s.Domain = cfg.Hostname
 	s.MaxMessageBytes = cfg.MaxMessageSize
 	s.MaxRecipients = cfg.MaxRecipients
@@ -175,7 +185,7 @@ func (l *Listener) Serve() error {
 		return nil
 	}
 	err := l.srv.Serve(l.ln)
-	if errors.Is(err, smtp.ErrServerClosed) || l.draining.Load() {
+	if errors.Is(err, smtpd.ErrServerClosed) || l.draining.Load() {
 		return nil
 	}
 	return err
@@ -201,7 +211,7 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 
 	select {
 	case err := <-done:
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, smtp.ErrServerClosed) {
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, smtpd.ErrServerClosed) {
 			err = nil
 		}
 		return err
@@ -217,13 +227,13 @@ func (l *Listener) Close() error {
 	l.draining.Store(true)
 	l.ln.Close()
 	err := l.srv.Close()
-	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, smtpd.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
-func (l *Listener) newSession(c *smtp.Conn) (smtp.Session, error) {
+func (l *Listener) newSession(c *smtpd.Conn) (smtp.Session, error) {
 	info := &SessionInfo{
 		ID:           uuid.NewString(),
 		ListenerAddr: l.cfg.Addr,

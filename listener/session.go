@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mtakit/mtakit/internal/smtpd"
 )
 
 // session is one SMTP connection's transaction state. go-smtp calls its
@@ -20,7 +22,7 @@ import (
 // Shutdown reads from another goroutine.
 type session struct {
 	l         *Listener
-	conn      *smtp.Conn
+	conn      *smtpd.Conn
 	info      *SessionInfo
 	peer      netip.Addr
 	relayHost bool
@@ -264,7 +266,7 @@ func (s *session) Reset() {
 	closeNow := s.closeNext
 	s.mu.Unlock()
 	if closeNow {
-		// Close the socket, not the smtp.Conn: go-smtp holds the Conn's
+		// Close the socket, not the smtpd.Conn: go-smtp holds the Conn's
 		// lock while calling Reset. The read loop then ends the session.
 		s.conn.Conn().Close()
 	}

@@ -120,5 +120,9 @@
 // suspension keeps its spooled due time, so after a restart it meets the
 // rules then in force (suspensions and bounce rules live in memory, as in
 // KumoMTA). Suspended paths charge an attempt each time a message comes
-// due while the suspension lasts.
+// due while the suspension lasts. Reception always refuses a bare CR or
+// LF with 552 5.6.0, as KumoMTA's default invalid_line_endings = "Deny"
+// (Allow and Fix are not offered); DATA is un-dot-stuffed first as RFC
+// 5321 section 4.5.2 says, so a line ".<CR>X" holds a bare CR and is
+// refused, never stored with the CR dropped (see package listener).
 package mta

@@ -21,13 +21,13 @@ const smuggled = "MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r
 
 // smugglingVariants are the end-of-data look-alikes of SEC Consult's SMTP
 // smuggling research (December 2023) and its follow-ups. refused says
-// what mtakit does with each: refuse the message (552, bare CR or LF), or
-// take it as one message with the rest as body text; a NUL is refused too
-// (see listener.readData). refused is for
-// DATA, where go-smtp's dot handling comes first; with BDAT the bytes
-// arrive as sent, so exactly those with a bare CR or LF are refused.
-// bdatOnly marks the real end-of-data sequence, a look-alike only inside
-// BDAT.
+// what mtakit does with each sent with DATA: refuse the message (552, bare
+// CR or LF, or NUL: see listener.readData), or take it as one message with
+// the rest as body text. With DATA the dot handling comes first (only a
+// leading period goes, RFC 5321 section 4.5.2, so "<CRLF>.<CR>" leaves a
+// bare CR); with BDAT the bytes arrive as sent, so exactly those with a
+// bare CR or LF are refused. bdatOnly marks sequences that hold a real
+// end of data, look-alikes only inside BDAT.
 var smugglingVariants = []struct {
 	name     string
 	seq      string
@@ -40,14 +40,58 @@ var smugglingVariants = []struct {
 	{"CR.CR", "\r.\r", true, false},
 	{"CR.CRLF", "\r.\r\n", true, false},
 	{"LF.CR", "\n.\r", true, false},
-	{"CRLF.CR", "\r\n.\r", false, false},            // go-smtp drops ".<CR>" at a line start: see TestDotBareCRIsOneMessage
-	{"CRLF.CR CRLF", "\r\n.\r\r\n", false, false},   // ... and then the CRLF that follows is plain data
-	{"CRLF NUL.CRLF", "\r\n\x00.\r\n", true, false}, // NUL is refused: a hop that strips it would see an end
+	{"CRLF.CR", "\r\n.\r", true, false},                   // the line ".<CR>MAIL ..." is "<CR>MAIL ..."
+	{"CRLF.CR CRLF", "\r\n.\r\r\n", true, false},          // the line ".<CR>" is "<CR>"
+	{"CRLF.CR CRLF.CRLF", "\r\n.\r\r\n.\r\n", true, true}, // with DATA: see TestDotCRLineThenEndOfData
+	{"CRLF NUL.CRLF", "\r\n\x00.\r\n", true, false},       // NUL is refused: a hop that strips it would see an end
 	{"CRLF.NUL CRLF", "\r\n.\x00\r\n", true, false},
 	{"CRLF SP.CRLF", "\r\n .\r\n", false, false},
 	{"CRLF.SP CRLF", "\r\n. \r\n", false, false},
 	{"CRLF..CRLF", "\r\n..\r\n", false, false},
 	{"CRLF.CRLF", "\r\n.\r\n", false, true},
+}
+
+// With DATA, "<CRLF>.<CR><CR><LF>.<CRLF>" is a line "<CR>" and then the end
+// of data (go-smtp v0.25.1 read on and took what followed as body text).
+// The message is refused for its bare CR, and the transaction the client
+// pipelined after the end of data is a transaction of its own.
+func TestDotCRLineThenEndOfData(t *testing.T) {
+	data, meta := spool.NewMemory(), spool.NewMemory()
+	ts := startServer(t, data, meta)
+	rc := dialRaw(t, ts.addr)
+	ehlo(rc)
+	rc.expectCmd("MAIL FROM:<a@example.com>", 250)
+	rc.expectCmd("RCPT TO:<b@example.com>", 250)
+	rc.expectCmd("DATA", 354)
+	rc.send("From: a@example.com\r\nSubject: first\r\n\r\nbody\r\n.\r\r\n.\r\n" + smuggled + ".\r\n")
+	if code, text := rc.reply(); code != 552 || !strings.Contains(text, "bare CR or LF") {
+		t.Fatalf("first message answered %d %q, want the 552 bare CR refusal", code, text)
+	}
+	rc.expect(250) // MAIL FROM:<evil@example.com>
+	rc.expect(250) // RCPT TO:<victim@example.com>
+	rc.expect(354) // DATA
+	text := rc.expect(250)
+	rc.expectCmd("NOOP", 250)
+
+	ids, _ := strings.CutPrefix(text, "2.0.0 OK ids=")
+	id, err := spool.ParseID(ids)
+	if err != nil {
+		t.Fatalf("reply %q: %v", text, err)
+	}
+	if n := countSpool(t, data); n != 1 {
+		t.Fatalf("%d messages stored, want only the second", n)
+	}
+	body, err := data.Load(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), "Subject: smuggled\r\n") || strings.Contains(string(body), "first") {
+		t.Fatalf("stored message is not the second transaction's:\n%q", body)
+	}
+	recs := ts.sink.OfType(logs.Reception)
+	if len(recs) != 1 || recs[0].Sender != "evil@example.com" || len(recs[0].Recipient) != 1 || recs[0].Recipient[0] != "victim@example.com" {
+		t.Fatalf("Reception records %+v", recs)
+	}
 }
 
 // transfer is how a test message's data is sent.
