@@ -103,7 +103,11 @@ func badgerKey(prefix []byte, id spool.ID) []byte {
 // into one write but still syncs the WAL once per commit, so concurrent
 // one-transaction-per-Store writers barely scale. Badger therefore adds its
 // own group commit: writes that arrive while a commit is in flight are merged
-// into the next transaction and share its syncs.
+// into the next transaction and share its syncs. [Spool.StoreBatch] puts
+// several writes (a message's data and meta, on an OpenPair) into one group
+// on purpose, so that even a lone writer pays one commit per message; and
+// removals, which nobody waits for, ride along with the next Store's commit
+// rather than cost a sync of their own.
 //
 // The alternative, SyncWrites off plus a shared db.Sync after each group, is
 // not truly durable: db.Sync syncs only the current WAL and value-log file,
