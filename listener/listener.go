@@ -46,7 +46,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/google/uuid"
 
 	"github.com/mtakit/mtakit/internal/smtpd"
 )
@@ -82,6 +81,9 @@ type SessionInfo struct {
 	Hostname string
 	// TLS is non-nil when the session is encrypted.
 	TLS *tls.ConnectionState
+
+	// meta is the connection meta (Meta, SetMeta), shared by copies.
+	meta *connMeta
 }
 
 // Recipient is one accepted RCPT TO.
@@ -104,6 +106,11 @@ type Message struct {
 	SMTPUTF8     bool
 	EightBitMIME bool
 	Session      *SessionInfo
+	// Meta is a copy of the connection meta (SessionInfo.MetaMap) taken
+	// when the data was received: the predefined keys and whatever hooks
+	// set. Handlers start each message's meta from it, as KumoMTA copies
+	// conn_meta into message meta.
+	Meta map[string]any
 
 	TraceHeaders  TraceHeaders
 	BatchHandling BatchHandling
@@ -167,6 +174,10 @@ func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (
 	s.WriteTimeout = cfg.ClientTimeout
 	s.EnableSMTPUTF8 = true
 	s.TLSConfig = cfg.TLS
+	s.AllowInsecureAuth = cfg.AllowInsecureAuth
+	if cfg.Hooks.Connect != nil {
+		s.Connect = l.connect
+	}
 	s.ErrorLog = slogPrinter{l.log}
 	l.srv = s
 	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname,
@@ -234,14 +245,9 @@ func (l *Listener) Close() error {
 }
 
 func (l *Listener) newSession(c *smtpd.Conn) (smtp.Session, error) {
-	info := &SessionInfo{
-		ID:           uuid.NewString(),
-		ListenerAddr: l.cfg.Addr,
-		LocalAddr:    addrPort(c.Conn().LocalAddr()),
-		PeerAddr:     addrPort(c.Conn().RemoteAddr()),
-		EHLO:         c.Hostname(),
-		Hostname:     l.cfg.Hostname,
-	}
+	info := l.connInfo(c)
+	info.EHLO = c.Hostname()
+	tlsMeta(info, c)
 	peer := info.PeerAddr.Addr().Unmap()
 	s := &session{
 		l:         l,
@@ -371,6 +377,10 @@ type countedConn struct {
 	once     sync.Once
 	greeting []byte
 	greeted  atomic.Bool
+	// info is the connection's session state, which outlives go-smtp's
+	// Session across STARTTLS (see Listener.connInfo). Only the
+	// connection's goroutine sets it.
+	info *SessionInfo
 }
 
 func (c *countedConn) Write(b []byte) (int, error) {
