@@ -13,7 +13,23 @@
 //   - the recipient's domain has a ListenerDomain with RelayTo set, or it
 //     accepts out-of-band bounces (LogOOB) or feedback reports (LogARF).
 //
+//   - the client authenticated (SMTP AUTH) with an authorization identity
+//     listed in the sender domain's RelayFromAuthz.
+//
 // Anything else is refused with "550 5.7.1 relaying not permitted".
+//
+// [Hooks] let the program check each phase of a session — the connection,
+// HELO/EHLO (and the extensions offered), AUTH PLAIN, MAIL FROM and RCPT
+// TO — as KumoMTA's smtp_server_* events do: a hook answers with an
+// *smtp.SMTPError, and any other hook error is a transient 451. Each
+// connection has a [SessionInfo] whose connection meta (SessionInfo.Meta,
+// SetMeta; KumoMTA's conn_meta keys received_from, received_via,
+// hostname, ehlo_domain, tls_cipher, tls_protocol_version, authn_id,
+// authz_id) lives for the whole connection, across STARTTLS, and is
+// copied into each [Message] (Message.Meta). AUTH PLAIN is offered when
+// Hooks.AuthPlain is set, and only after STARTTLS unless
+// Config.AllowInsecureAuth. Listener-domain lookups see the session
+// through [ContextSession].
 //
 // DATA ends at the first <CRLF>.<CRLF>, and each line before it that
 // starts with a period loses only that period (RFC 5321 section 4.5.2): a
