@@ -8,13 +8,10 @@
 // allowed, the way KumoMTA does:
 //
 //   - the client's address is in [Config.RelayHosts] (default: loopback), or
-//
 //   - the sender's domain has a [ListenerDomain] whose RelayFrom holds the
 //     client's address, or
-//
 //   - the recipient's domain has a ListenerDomain with RelayTo set, or it
-//     accepts out-of-band bounces (LogOOB) or feedback reports (LogARF).
-//
+//     accepts out-of-band bounces (LogOOB) or feedback reports (LogARF), or
 //   - the client authenticated (SMTP AUTH) with an authorization identity
 //     listed in the sender domain's RelayFromAuthz.
 //
