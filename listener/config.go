@@ -97,6 +97,17 @@ type Config struct {
 	// TLS enables STARTTLS when non-nil.
 	TLS *tls.Config
 
+	// Hooks run at each phase of a session (connect, EHLO, AUTH, MAIL,
+	// RCPT); see Hooks.
+	Hooks Hooks
+	// AllowInsecureAuth offers AUTH (Hooks.AuthPlain) before STARTTLS too.
+	// Off by default, as in KumoMTA: credentials should not cross the
+	// network in clear text.
+	AllowInsecureAuth bool
+	// Meta presets connection meta values for every session (KumoMTA's
+	// start_esmtp_listener meta); hooks can read and change them.
+	Meta map[string]any
+
 	TraceHeaders  TraceHeaders
 	BatchHandling BatchHandling
 }

@@ -364,7 +364,14 @@ func (s *state) startESMTPListener(L *lua.LState) int {
 			f.fail(k, "not supported by mtakit (only false)")
 		}
 	}
-	for _, k := range []string{"peer", "via", "tls_required_client_ca", "meta"} {
+	if v, ok := f.get("meta"); ok {
+		m, isMap := v.(map[string]any)
+		if !isMap {
+			f.fail("meta", "want a table of meta names and values")
+		}
+		c.Meta = m
+	}
+	for _, k := range []string{"peer", "via", "tls_required_client_ca"} {
 		if _, ok := f.get(k); ok {
 			f.fail(k, "not supported by mtakit")
 		}

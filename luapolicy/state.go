@@ -35,6 +35,9 @@ var firedEvents = map[string]bool{
 	"pre_init": true, "init": true, "get_listener_domain": true, "smtp_server_message_received": true,
 	"http_message_generated": true, "get_queue_config": true, "get_egress_source": true, "get_egress_pool": true,
 	"get_egress_path_config": true, "validate_config": true,
+	// Session events (session.go).
+	"smtp_server_connection_accepted": true, "smtp_server_ehlo": true, "smtp_server_auth_plain": true,
+	"smtp_server_mail_from": true, "smtp_server_mail_rcpt_to": true,
 }
 
 // multiEvents may have several handlers, called in registration order

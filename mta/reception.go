@@ -97,6 +97,11 @@ func (h smtpHandler) HandleMessage(ctx context.Context, lm *listener.Message) ([
 		r.meta[MetaTLSCipher] = tls.CipherSuiteName(info.TLS.CipherSuite)
 		r.meta[MetaTLSVersion] = tls.VersionName(info.TLS.Version)
 	}
+	// The connection meta (listener hooks' set_meta, authn_id, ...) is
+	// copied into each message's meta, as KumoMTA does.
+	for k, v := range lm.Meta {
+		r.meta[k] = v
+	}
 	// Recipients of OOB / ARF listener domains are marked so the report
 	// handling can find them; the disposition is per domain.
 	for _, rc := range lm.Recipients {
