@@ -272,11 +272,20 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	s.observeSpooled(time.Since(storeStart), len(out))
 
 	ids := make([]spool.ID, len(out))
+	qms := make([]*queuedMessage, len(out))
 	now := time.Now()
+	var missing error // a Reception record not logged (durable.go)
 	for i, st := range out {
 		ids[i] = st.m.id
-		qm := &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
-		s.logReception(r, st.m, st.size, qm.queue, st.meta, now)
+		qms[i] = &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
+		if err := s.logReception(r, st.m, st.size, qms[i].queue, st.meta, now); recordMissing(err) {
+			missing = err
+		}
+	}
+	if err := s.commitReceptionLog(ids, missing); err != nil {
+		return nil, err
+	}
+	for _, qm := range qms {
 		s.sched.add(qm)
 	}
 	return ids, nil
@@ -349,7 +358,7 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) {
+func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) error {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
@@ -374,9 +383,11 @@ func (s *Server) logReception(r *reception, m *Message, size int, queue string, 
 		}
 	}
 	rec.SetTimes(now, m.Created())
-	if err := s.sink.Log(rec); err != nil {
+	err := s.sink.Log(rec)
+	if err != nil {
 		s.log.Error("log reception", "id", m.id, "err", err)
 	}
+	return err
 }
 
 // recordMeta picks the Options.LogMeta keys for a log record.

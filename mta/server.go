@@ -153,6 +153,9 @@ type Server struct {
 	log    *slog.Logger
 	sink   logs.Sink
 	nodeID string
+	// syncReception: the sink keeps Reception records durable, so a
+	// transaction is answered only after they are synced (durable.go).
+	syncReception bool
 	sched  *scheduler
 	bodies *bodyRefs // shared bodies of multi-recipient transactions (body.go)
 
@@ -220,6 +223,7 @@ func New(opts Options) (*Server, error) {
 	if s.sink == nil {
 		s.sink = discardSink{}
 	}
+	s.syncReception = logs.Syncs(s.sink, logs.Reception)
 	if s.shaper == nil {
 		s.shaper = defaultShaper
 	}

@@ -110,6 +110,13 @@ func (s *sink) Log(rec *logs.Record) error {
 	return s.next.Log(rec)
 }
 
+// Sync passes logs.Syncer on, so durable reception logging
+// (logs.LocalConfig.SyncReception) works through the counting sink.
+func (s *sink) Sync(t logs.RecordType) error { return logs.Sync(s.next, t) }
+
+// Syncs passes logs.Syncer on.
+func (s *sink) Syncs(t logs.RecordType) bool { return logs.Syncs(s.next, t) }
+
 func (s *sink) Close() error { return s.next.Close() }
 
 func (m *Metrics) observe(rec *logs.Record) {
