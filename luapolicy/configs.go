@@ -254,6 +254,9 @@ func (s *state) configureLocalLogs(L *lua.LState) int {
 	f.integer("back_pressure", &lc.Local.BackPressure)
 	f.integer("compression_level", &lc.Local.CompressionLevel)
 	f.duration("max_segment_duration", &lc.Local.MaxSegmentDuration)
+	// mtakit extension: Reception records fsynced before the 250
+	// (logs.LocalConfig.SyncReception).
+	f.boolean("sync_reception", &lc.Local.SyncReception)
 	f.strings("headers", &lc.Headers)
 	f.strings("meta", &lc.Meta)
 	if v, ok := f.get("per_record"); ok {
