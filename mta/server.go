@@ -153,11 +153,12 @@ type Server struct {
 	log    *slog.Logger
 	sink   logs.Sink
 	nodeID string
+	sched  *scheduler
+	bodies *bodyRefs // shared bodies of multi-recipient transactions (body.go)
+
 	// syncReception: the sink keeps Reception records durable, so a
 	// transaction is answered only after they are synced (durable.go).
 	syncReception bool
-	sched  *scheduler
-	bodies *bodyRefs // shared bodies of multi-recipient transactions (body.go)
 
 	pools         atomic.Pointer[map[string]egress.Pool] // see SetEgressPools
 	shaper        shaping.Shaper
