@@ -1,6 +1,7 @@
 package mta
 
 import (
+	"context"
 	"errors"
 
 	"github.com/emersion/go-smtp"
@@ -18,14 +19,14 @@ var errLogNotDurable = &smtp.SMTPError{
 }
 
 // commitReceptionLog makes the Reception records just logged for ids
-// durable when the log sink keeps them so (logs.Syncs, set by
+// (sharing the stored body, if not zero) durable when the log sink keeps them so (logs.Syncs, set by
 // logs.LocalConfig.SyncReception); otherwise it does nothing. missing is
 // the error of a record that was not logged at all (see recordMissing).
 // If a record is missing or the sync failed, the messages are removed
 // from the spool and the transaction is refused with 451, as when storing
 // fails: a 250 would promise a record the log may not have, and the
 // client's retry loses nothing.
-func (s *Server) commitReceptionLog(ids []spool.ID, missing error) error {
+func (s *Server) commitReceptionLog(ids []spool.ID, body spool.ID, missing error) error {
 	if !s.syncReception {
 		return nil
 	}
@@ -39,6 +40,11 @@ func (s *Server) commitReceptionLog(ids []spool.ID, missing error) error {
 	s.log.Error("reception log records not durable; transaction refused, messages removed", "messages", len(ids), "err", err)
 	for _, id := range ids {
 		s.unstore(id)
+	}
+	if !body.IsZero() {
+		if err := s.opts.DataSpool.Remove(context.Background(), body); err != nil {
+			s.log.Warn("remove shared body after log failure", "body", body, "err", err)
+		}
 	}
 	return errLogNotDurable
 }

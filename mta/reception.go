@@ -266,9 +266,6 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		s.log.Error("spool write failed; transaction refused", "err", storeErr)
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
 	}
-	if sharers > 0 {
-		s.bodies.add(body, sharers)
-	}
 	s.observeSpooled(time.Since(storeStart), len(out))
 
 	ids := make([]spool.ID, len(out))
@@ -282,8 +279,11 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 			missing = err
 		}
 	}
-	if err := s.commitReceptionLog(ids, missing); err != nil {
+	if err := s.commitReceptionLog(ids, body, missing); err != nil {
 		return nil, err
+	}
+	if sharers > 0 {
+		s.bodies.add(body, sharers)
 	}
 	for _, qm := range qms {
 		s.sched.add(qm)
