@@ -197,7 +197,7 @@ func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (
 	l.srv = s
 	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname,
 		greeting: []byte("220 " + cfg.Hostname + " " + cfg.Banner + "\r\n"),
-		perIP:    cfg.MaxConnectionsPerIP, byIP: map[netip.Addr]int{}}
+		perIP:    cfg.MaxConnectionsPerIP, byIP: map[netip.Addr]int{}, shed: cfg.Shed}
 	return l, nil
 }
 
@@ -323,6 +323,7 @@ type limitListener struct {
 	greeting []byte // "220 hostname banner", KumoMTA's greeting
 	n        atomic.Int64
 	perIP    int // 0: no per-address limit
+	shed     func() string
 
 	mu   sync.Mutex
 	byIP map[netip.Addr]int
@@ -333,6 +334,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
+		}
+		if l.shed != nil {
+			if reason := l.shed(); reason != "" {
+				refuse(c, "421 4.3.2 "+l.hostname+" "+reason+". Try later")
+				continue
+			}
 		}
 		if l.n.Add(1) > l.max {
 			l.n.Add(-1)

@@ -78,6 +78,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.l.draining.Load() {
 		return errShuttingDown
 	}
+	if shed := s.l.cfg.Shed; shed != nil {
+		if reason := shed(); reason != "" {
+			return s.reject(from, nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: reason + ", try again later"})
+		}
+	}
 	if s.messages >= s.l.cfg.MaxMessagesPerConnection {
 		return s.reject(from, nil, &smtp.SMTPError{
 			Code:         451,

@@ -31,6 +31,7 @@ type Live struct {
 
 	cur   atomic.Pointer[Policy]
 	epoch atomic.Uint64
+	srv   atomic.Pointer[mta.Server] // started by Start: reloads apply memory limits
 
 	mu      sync.Mutex // serializes Reload
 	stamps  map[string]fileStamp
@@ -81,6 +82,9 @@ func (l *Live) Reload() error {
 	}
 	old := l.cur.Swap(p)
 	l.epoch.Add(1)
+	if srv := l.srv.Load(); srv != nil && p.MemoryLimits() != (mta.MemoryLimits{}) {
+		srv.SetMemoryLimits(p.MemoryLimits()) // kumo.set_memory_* of the new policy
+	}
 	l.stamps = stampFiles(p.Files())
 	// Idle states of the old policy are released now; states still in
 	// use finish their call and are collected with it.
@@ -320,5 +324,9 @@ func (l *Live) ServerOptions(base mta.Options) (mta.Options, error) {
 // Start is Policy.Start with the hooks of the Live policy: the server
 // follows reloads.
 func (l *Live) Start(base mta.Options) (*mta.Server, []net.Addr, error) {
-	return l.cur.Load().start(base, l.ServerOptions, l.DomainLookup(), l.ListenerHooks())
+	srv, addrs, err := l.cur.Load().start(base, l.ServerOptions, l.DomainLookup(), l.ListenerHooks(), l.PurgeCache)
+	if err == nil {
+		l.srv.Store(srv)
+	}
+	return srv, addrs, err
 }

@@ -165,6 +165,7 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 		base.LogHeaders = append(base.LogHeaders, h.Headers...)
 		base.LogMeta = append(base.LogMeta, h.Meta...)
 	}
+	p.applyMemoryLimits(&base)
 	if base.Logger == nil {
 		base.Logger = p.log
 	}
@@ -178,10 +179,10 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 // every ESMTP listener. The HTTP listeners are not started (see
 // HTTPListeners). On error everything opened is closed again.
 func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err error) {
-	return p.start(base, p.ServerOptions, p.DomainLookup(), p.ListenerHooks())
+	return p.start(base, p.ServerOptions, p.DomainLookup(), p.ListenerHooks(), p.PurgeCache)
 }
 
-func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Options, error), domains listener.DomainLookup, sessionHooks listener.Hooks) (srv *mta.Server, addrs []net.Addr, err error) {
+func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Options, error), domains listener.DomainLookup, sessionHooks listener.Hooks, purge func() int) (srv *mta.Server, addrs []net.Addr, err error) {
 	var closers []io.Closer
 	defer func() {
 		if err != nil {
@@ -230,6 +231,7 @@ func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Op
 	if err != nil {
 		return nil, nil, err
 	}
+	srv.RegisterCache("luapolicy", purge)
 	closers = []io.Closer{srv}
 	for _, lc := range p.ESMTPListeners() {
 		lc.Domains = domains

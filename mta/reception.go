@@ -41,6 +41,9 @@ func (s *Server) Inject(ctx context.Context, sub *Submission) ([]spool.ID, error
 	if len(sub.Recipients) == 0 {
 		return nil, errors.New("mta: inject: no recipients")
 	}
+	if err := s.mem.admit(); err != nil { // memmon.go
+		return nil, err
+	}
 	proto := sub.Protocol
 	if proto == "" {
 		proto = "Inject"

@@ -116,6 +116,11 @@ type injection struct {
 }
 
 func (a *API) inject(w http.ResponseWriter, r *http.Request) {
+	// As KumoMTA: no injection while load shedding or short of disk.
+	if err := a.live(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "not accepting messages: %v", err)
+		return
+	}
 	var req InjectRequest
 	if !a.decode(w, r, &req) {
 		return
