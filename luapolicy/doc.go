@@ -99,7 +99,9 @@
 // or { key_data = "..." }); reject; memoize; toml_load, toml_parse,
 // toml_encode, json_load, json_parse, json_encode, json_encode_pretty
 // (also under kumo.serde); log_debug, log_info, log_warn, log_error;
-// invoke_get_egress_path_config. Durations are KumoMTA's ("5 minutes",
+// invoke_get_egress_path_config; set_memory_hard_limit,
+// set_memory_soft_limit, set_memory_low_thresh and their get_ forms.
+// Durations are KumoMTA's ("5 minutes",
 // "1h 30m", "90s", parsed by shaping.ParseDuration, or a number of
 // seconds), sizes accept "20MiB", "10mb" or "1_000_000", throttles are
 // ThrottleSpecs ("100/s", "10/5min").
@@ -178,4 +180,15 @@
 //   - configure_bounce_classifier: a file under /opt/kumomta/share that
 //     is not installed is replaced by mtakit's built-in rules, with a
 //     warning.
+//   - configure_local_logs accepts sync_reception = true, an mtakit
+//     extension: a message's Reception record is fsynced before its 250
+//     (logs.LocalConfig.SyncReception; see package mta).
+//   - kumo.set_memory_hard_limit, set_memory_soft_limit and
+//     set_memory_low_thresh (and the get_ functions) configure mta's
+//     memory monitor (mta.Options.MemoryHardLimit and friends) when the
+//     server starts, and again at a Live reload that sets them; calls
+//     after start-up outside a reload have no effect. The get_ functions
+//     return the default the monitor uses where the policy sets none.
+//     Policy.PurgeCache (registered by Start) empties the memo caches
+//     when memory runs short.
 package luapolicy
