@@ -82,18 +82,7 @@ func (p *Policy) MemoryLimits() mta.MemoryLimits {
 // effectiveMemoryLimits is MemoryLimits with the monitor's defaults in
 // the fields the policy did not set.
 func (p *Policy) effectiveMemoryLimits() mta.MemoryLimits {
-	l := p.MemoryLimits()
-	d := mta.DefaultMemoryLimits()
-	if l.Hard == 0 {
-		l.Hard = d.Hard
-	}
-	if l.Soft == 0 {
-		l.Soft = l.Hard / 4 * 3
-	}
-	if l.LowThresh == 0 {
-		l.LowThresh = l.Soft / 10 * 8
-	}
-	return l
+	return p.MemoryLimits().WithDefaults()
 }
 
 // applyMemoryLimits copies the limits the policy set into opts.

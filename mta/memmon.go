@@ -90,10 +90,12 @@ type MemoryLimits struct {
 // set: Hard is the cgroup v2 memory.max of this process, else physical
 // memory; all three are 0 when neither can be read.
 func DefaultMemoryLimits() MemoryLimits {
-	return MemoryLimits{}.withDefaults()
+	return MemoryLimits{}.WithDefaults()
 }
 
-func (l MemoryLimits) withDefaults() MemoryLimits {
+// WithDefaults returns l with its zero fields (and a non-positive Hard)
+// set to their defaults, computed from the fields set.
+func (l MemoryLimits) WithDefaults() MemoryLimits {
 	if l.Hard <= 0 {
 		l.Hard = memoryLimit()
 	}
@@ -159,7 +161,7 @@ type namedCache struct {
 
 func newMemoryMonitor(s *Server, opts Options) *memoryMonitor {
 	m := &memoryMonitor{srv: s, sample: memoryUsage}
-	m.limits = MemoryLimits{Hard: opts.MemoryHardLimit, Soft: opts.MemorySoftLimit, LowThresh: opts.MemoryLowThresh}.withDefaults()
+	m.limits = MemoryLimits{Hard: opts.MemoryHardLimit, Soft: opts.MemorySoftLimit, LowThresh: opts.MemoryLowThresh}.WithDefaults()
 	return m
 }
 
@@ -280,9 +282,10 @@ func (m *memoryMonitor) shed() string {
 	return "load shedding"
 }
 
-// admit returns ErrLoadShedding, counted as a refusal, while shedding.
-func (m *memoryMonitor) admit() error {
-	if m.shed() != "" {
+// admit returns ErrLoadShedding, counted as a refusal, while shedding,
+// unless the work was admitted earlier.
+func (m *memoryMonitor) admit(admitted bool) error {
+	if !admitted && m.shed() != "" {
 		return ErrLoadShedding
 	}
 	return nil
@@ -312,7 +315,7 @@ func (s *Server) CheckMemory() MemoryStatus { return s.mem.check() }
 // at once.
 func (s *Server) SetMemoryLimits(l MemoryLimits) MemoryStatus {
 	s.mem.mu.Lock()
-	s.mem.limits = l.withDefaults()
+	s.mem.limits = l.WithDefaults()
 	s.mem.mu.Unlock()
 	return s.mem.check()
 }
@@ -320,7 +323,8 @@ func (s *Server) SetMemoryLimits(l MemoryLimits) MemoryStatus {
 // RegisterCache adds a cache for the memory monitor to empty when usage
 // crosses the soft limit, as KumoMTA purges its LRU caches. purge drops
 // the entries and returns how many it dropped; it must be safe to call
-// from another goroutine. New registers the caches of the Resolver, the
+// from another goroutine and must not call the server's memory methods.
+// New registers the caches of the Resolver, the
 // MTASTS source, the Shaper and the Signer that have a PurgeCache() int
 // method (egress.Resolver, egress.MTASTS, shaping.Shaping, dkim.Data,
 // luapolicy's Live and Policy do).

@@ -52,11 +52,11 @@ func TestAnonRSS(t *testing.T) {
 }
 
 func TestMemoryLimitsDefaults(t *testing.T) {
-	l := MemoryLimits{Hard: 1000}.withDefaults()
+	l := MemoryLimits{Hard: 1000}.WithDefaults()
 	if l != (MemoryLimits{Hard: 1000, Soft: 750, LowThresh: 600}) {
 		t.Errorf("defaults from hard 1000: %+v", l)
 	}
-	l = MemoryLimits{Hard: 1000, Soft: -1}.withDefaults()
+	l = MemoryLimits{Hard: 1000, Soft: -1}.WithDefaults()
 	if l.Soft != -1 || l.LowThresh != 0 {
 		t.Errorf("disabled: %+v", l)
 	}

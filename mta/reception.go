@@ -32,6 +32,10 @@ type Submission struct {
 	Meta map[string]any
 	// Protocol is logged as reception_protocol; default "Inject".
 	Protocol string
+	// Admitted marks a submission accepted earlier (a deferred HTTP
+	// injection answered 200 before its messages were generated): the
+	// memory monitor's load shedding does not refuse it.
+	Admitted bool
 }
 
 // Inject spools a message as if it had been received, one message per
@@ -41,7 +45,7 @@ func (s *Server) Inject(ctx context.Context, sub *Submission) ([]spool.ID, error
 	if len(sub.Recipients) == 0 {
 		return nil, errors.New("mta: inject: no recipients")
 	}
-	if err := s.mem.admit(); err != nil { // memmon.go
+	if err := s.mem.admit(sub.Admitted); err != nil { // memmon.go
 		return nil, err
 	}
 	proto := sub.Protocol
