@@ -121,9 +121,8 @@
 // (Options.MemoryHardLimit, MemorySoftLimit, MemoryLowThresh; KumoMTA's
 // kumo.set_memory_*): the hard limit defaults to the cgroup's memory.max,
 // else physical memory; the soft limit to 75 % of it; the low threshold to
-// 80 % of the soft limit. Usage is the cgroup's working set when a cgroup
-// limit applies, else the process's resident anonymous memory (see
-// MemoryStatus). Above the low threshold the state is logged; above the
+// 80 % of the soft limit. Usage is the process's resident anonymous
+// memory (see MemoryStatus). Above the low threshold the state is logged; above the
 // soft limit the server sheds load until usage falls below it: new SMTP
 // connections get KumoMTA's "421 4.3.2 <host> load shedding. Try later",
 // MAIL FROM in open sessions 451 4.3.2, Inject ErrLoadShedding, the HTTP

@@ -1,8 +1,6 @@
 package mta
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -29,7 +27,8 @@ import (
 //     shedding. Try later" (KumoMTA's reply) and are closed, MAIL FROM in
 //     sessions already open gets 451 4.3.2 (KumoMTA only checks at
 //     connection time; long sessions of an injector would otherwise never
-//     notice), Inject and the HTTP inject API refuse (503 there), and
+//     notice), Inject (unless Submission.Admitted) and the HTTP inject
+//     API refuse (503 there), and
 //     check-liveness answers 503. On crossing it the registered caches are
 //     purged and the Go runtime returns free memory to the system
 //     (debug.FreeOSMemory); while usage stays above, that is repeated at
@@ -45,7 +44,7 @@ import (
 // Defaults of the memory monitor.
 const (
 	// DefaultMemoryCheckInterval is Options.MemoryCheckInterval's default.
-	// A sample reads one small /proc or cgroup file (tens of µs).
+	// A sample reads /proc/self/statm (a few µs).
 	DefaultMemoryCheckInterval = time.Second
 
 	// purgeInterval bounds how often caches are purged while usage stays
@@ -292,12 +291,13 @@ func (m *memoryMonitor) admit(admitted bool) error {
 }
 
 // MemoryStatus returns what the memory monitor last saw. Usage is the
-// memory the process is charged for: in a cgroup v2 with a memory limit,
-// the cgroup's memory.current minus its inactive file pages (the working
-// set, as container runtimes count it); otherwise the process's resident
-// anonymous memory (RSS without file-backed pages: the badger spool's
-// memory-mapped files are page cache the kernel reclaims, and would
-// otherwise trip the limit).
+// process's resident anonymous memory: its RSS without file-backed pages,
+// which are page cache the kernel reclaims (the badger spool's
+// memory-mapped files would otherwise trip the limit). KumoMTA counts the
+// whole cgroup's usage when it runs in one; mtakit counts only itself, so
+// a neighbour in the same cgroup (a backup job, parallel test binaries)
+// does not make it refuse mail, while the limits still default from the
+// cgroup's memory.max.
 func (s *Server) MemoryStatus() MemoryStatus {
 	s.mem.mu.Lock()
 	defer s.mem.mu.Unlock()
@@ -371,40 +371,7 @@ func (s *Server) Live() error {
 
 // memoryUsage returns the memory this process is charged for (see
 // Server.MemoryStatus).
-func memoryUsage() (int64, error) {
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
-		if _, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-			return cgroupWorkingSet("/sys/fs/cgroup")
-		}
-	}
-	return anonRSS()
-}
-
-// cgroupWorkingSet returns memory.current minus inactive_file of the
-// cgroup v2 directory dir.
-func cgroupWorkingSet(dir string) (int64, error) {
-	b, err := os.ReadFile(dir + "/memory.current")
-	if err != nil {
-		return 0, fmt.Errorf("mta: read cgroup memory usage: %w", err)
-	}
-	cur, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("mta: parse cgroup memory.current %q: %w", b, err)
-	}
-	stat, err := os.ReadFile(dir + "/memory.stat")
-	if err != nil {
-		return cur, nil
-	}
-	sc := bufio.NewScanner(bytes.NewReader(stat))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "inactive_file "); ok {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n <= cur {
-				return cur - n, nil
-			}
-		}
-	}
-	return cur, nil
-}
+func memoryUsage() (int64, error) { return anonRSS() }
 
 // anonRSS returns resident minus shared (file-backed) pages from
 // /proc/self/statm.

@@ -1,34 +1,6 @@
 package mta
 
-import (
-	"os"
-	"path/filepath"
-	"testing"
-)
-
-// The cgroup working set is memory.current minus the inactive file pages
-// of memory.stat (reclaimable page cache).
-func TestCgroupWorkingSet(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, s string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("memory.current", "1000000\n")
-	write("memory.stat", "anon 600000\nfile 400000\nactive_file 100000\ninactive_file 300000\n")
-	if n, err := cgroupWorkingSet(dir); err != nil || n != 700000 {
-		t.Fatalf("working set = %d, %v; want 700000", n, err)
-	}
-	os.Remove(filepath.Join(dir, "memory.stat"))
-	if n, err := cgroupWorkingSet(dir); err != nil || n != 1000000 {
-		t.Fatalf("without memory.stat = %d, %v; want memory.current", n, err)
-	}
-	write("memory.current", "garbage")
-	if _, err := cgroupWorkingSet(dir); err == nil {
-		t.Fatal("unparseable memory.current accepted")
-	}
-}
+import "testing"
 
 // anonRSS counts what the process allocated: positive, and growing by
 // about what is allocated and touched.
