@@ -1,6 +1,7 @@
 package mta_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,21 +16,24 @@ import (
 // (zstd segments on the same disk as the spool): sync=off is the default
 // (records reach the file within the 1 s flush interval), sync=on is
 // LocalConfig.SyncReception (each 250 waits for its Reception record's
-// fsync, shared by concurrent receptions). Compare the two in one run:
+// fsync, shared by concurrent receptions). With 10 connections the
+// fsyncs are shared; with 1 every message pays its own, the worst case.
+// Compare the two in one run:
 //
-//	go test -run '^$' -bench ReceptionLog -benchtime 5000x -count 3 ./mta/
+//	go test -run '^$' -bench ReceptionLog -benchtime 3000x -count 3 ./mta/
 func BenchmarkReceptionLog(b *testing.B) {
-	for _, sync := range []bool{false, true} {
-		name := "sync=off"
-		if sync {
-			name = "sync=on"
+	for _, conns := range []int{10, 1} {
+		for _, sync := range []bool{false, true} {
+			name := fmt.Sprintf("conns=%d/sync=off", conns)
+			if sync {
+				name = fmt.Sprintf("conns=%d/sync=on", conns)
+			}
+			b.Run(name, func(b *testing.B) { benchReceptionLog(b, conns, sync) })
 		}
-		b.Run(name, func(b *testing.B) { benchReceptionLog(b, sync) })
 	}
 }
 
-func benchReceptionLog(b *testing.B, sync bool) {
-	const conns = 10
+func benchReceptionLog(b *testing.B, conns int, sync bool) {
 	dir := b.TempDir()
 	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
