@@ -19,8 +19,9 @@ var errLogNotDurable = &smtp.SMTPError{
 }
 
 // commitReceptionLog makes the Reception records just logged for ids
-// (sharing the stored body, if not zero) durable when the log sink keeps them so (logs.Syncs, set by
-// logs.LocalConfig.SyncReception); otherwise it does nothing. missing is
+// (whose shared body is body, if not zero) durable when the log sink
+// keeps them so (logs.Syncs, set by logs.LocalConfig.SyncReception);
+// otherwise it does nothing. missing is
 // the error of a record that was not logged at all (see recordMissing).
 // If a record is missing or the sync failed, the messages are removed
 // from the spool and the transaction is refused with 451, as when storing

@@ -187,6 +187,9 @@ func (m *memoryMonitor) check() MemoryStatus {
 	m.status.Limits = m.limits
 	m.status.Enabled = m.enabled()
 	if !m.status.Enabled {
+		if m.status.State == MemoryOverSoftLimit {
+			m.srv.log.Warn("memory monitor disabled: accepting mail")
+		}
 		m.status.State, m.status.Usage = MemoryNormal, 0
 		m.setShedding(false)
 		return m.snapshot()
