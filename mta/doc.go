@@ -122,15 +122,15 @@
 // kumo.set_memory_*): the hard limit defaults to the cgroup's memory.max,
 // else physical memory; the soft limit to 75 % of it; the low threshold to
 // 80 % of the soft limit. Usage is the process's resident anonymous
-// memory (see MemoryStatus). Above the low threshold the state is logged; above the
-// soft limit the server sheds load until usage falls below it: new SMTP
-// connections get KumoMTA's "421 4.3.2 <host> load shedding. Try later",
-// MAIL FROM in open sessions 451 4.3.2, Inject ErrLoadShedding, the HTTP
-// API 503 on inject and check-liveness (Live). On crossing the soft limit,
-// and at most every 30 s while above, the caches registered with
-// RegisterCache (DNS, shaping, MTA-STS failures, DKIM signers and keys,
-// luapolicy's memoized lookups) are emptied and debug.FreeOSMemory returns
-// free memory to the system. Each change of state is logged once; the
+// memory (see MemoryStatus). Above the low threshold the state is logged;
+// above the soft limit the server sheds load until usage falls below it:
+// new SMTP connections get KumoMTA's "421 4.3.2 <host> load shedding.
+// Try later", MAIL FROM in open sessions 451 4.3.2, Inject
+// ErrLoadShedding, the HTTP API 503 on inject and check-liveness (Live).
+// On crossing the soft limit, and at most every 30 s while above, the
+// caches registered with RegisterCache (DNS, shaping, MTA-STS failures,
+// DKIM signers and keys, luapolicy's memoized lookups) are emptied and
+// debug.FreeOSMemory returns free memory to the system. Each change of state is logged once; the
 // state, usage, limits and counts of refusals and purged entries are in
 // MemoryStatus and mta/metrics. SetMemoryLimits changes the limits at run
 // time. The listeners' byte budget (Options.ReceptionMemory) bounds what
