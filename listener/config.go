@@ -74,6 +74,15 @@ type Config struct {
 	// the server's budget when this is nil.
 	Budget *Budget
 
+	// Shed, when set, is asked at every new connection and every MAIL
+	// FROM whether to refuse new mail; a non-empty reason refuses it. A
+	// new connection gets "421 4.3.2 <hostname> <reason>. Try later" and
+	// is closed, as KumoMTA answers while load shedding; a MAIL FROM in a
+	// session already open gets "451 4.3.2 <reason>, try again later".
+	// mta.Server.ListenSMTP sets the server's memory monitor when this is
+	// nil.
+	Shed func() string
+
 	MaxMessageSize           int64
 	MaxRecipients            int
 	MaxMessagesPerConnection int
@@ -96,6 +105,17 @@ type Config struct {
 
 	// TLS enables STARTTLS when non-nil.
 	TLS *tls.Config
+
+	// Hooks run at each phase of a session (connect, EHLO, AUTH, MAIL,
+	// RCPT); see Hooks.
+	Hooks Hooks
+	// AllowInsecureAuth offers AUTH (Hooks.AuthPlain) before STARTTLS too.
+	// Off by default, as in KumoMTA: credentials should not cross the
+	// network in clear text.
+	AllowInsecureAuth bool
+	// Meta presets connection meta values for every session (KumoMTA's
+	// start_esmtp_listener meta); hooks can read and change them.
+	Meta map[string]any
 
 	TraceHeaders  TraceHeaders
 	BatchHandling BatchHandling

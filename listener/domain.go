@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -50,6 +51,11 @@ type ListenerDomain struct {
 	// RelayFrom lists the client networks allowed to relay mail to any
 	// destination when the envelope sender is in this domain.
 	RelayFrom []netip.Prefix
+	// RelayFromAuthz lists the SMTP AUTH authorization identities (authz
+	// ids) allowed to relay mail to any destination when the envelope
+	// sender is in this domain (the relay_from_authz of KumoMTA's
+	// listener_domains helper).
+	RelayFromAuthz []string
 	// LogOOB accepts RFC 3464 delivery status notifications addressed to
 	// this domain and logs them as OOB records.
 	LogOOB Disposition
@@ -66,6 +72,16 @@ func (d *ListenerDomain) RelayFromAllows(peer netip.Addr) bool {
 	return prefixesContain(d.RelayFrom, peer)
 }
 
+// RelayFromAuthzAllows reports whether authzID, the authorization identity
+// of an authenticated session, is in RelayFromAuthz. An empty authzID (no
+// AUTH) is never allowed.
+func (d *ListenerDomain) RelayFromAuthzAllows(authzID string) bool {
+	if d == nil || authzID == "" {
+		return false
+	}
+	return slices.Contains(d.RelayFromAuthz, authzID)
+}
+
 // DomainLookup finds the listener domain for a mail domain. It is consulted
 // for each recipient's domain (relay_to, log_oob, log_arf) and for the
 // envelope sender's domain (relay_from). Implementations come from Go code
@@ -74,7 +90,8 @@ func (d *ListenerDomain) RelayFromAllows(peer netip.Addr) bool {
 type DomainLookup interface {
 	// LookupListenerDomain returns the entry for domain as seen by the
 	// listener bound to listenerAddr ("IP:PORT"), or nil when there is none.
-	// domain is lower case.
+	// domain is lower case. A Listener's ctx carries the session
+	// (ContextSession), for lookups that depend on the connection meta.
 	LookupListenerDomain(ctx context.Context, domain, listenerAddr string) (*ListenerDomain, error)
 }
 

@@ -11,9 +11,24 @@
 //   - the sender's domain has a [ListenerDomain] whose RelayFrom holds the
 //     client's address, or
 //   - the recipient's domain has a ListenerDomain with RelayTo set, or it
-//     accepts out-of-band bounces (LogOOB) or feedback reports (LogARF).
+//     accepts out-of-band bounces (LogOOB) or feedback reports (LogARF), or
+//   - the client authenticated (SMTP AUTH) with an authorization identity
+//     listed in the sender domain's RelayFromAuthz.
 //
 // Anything else is refused with "550 5.7.1 relaying not permitted".
+//
+// [Hooks] let the program check each phase of a session — the connection,
+// HELO/EHLO (and the extensions offered), AUTH PLAIN, MAIL FROM and RCPT
+// TO — as KumoMTA's smtp_server_* events do: a hook answers with an
+// *smtp.SMTPError, and any other hook error is a transient 451. Each
+// connection has a [SessionInfo] whose connection meta (SessionInfo.Meta,
+// SetMeta; KumoMTA's conn_meta keys received_from, received_via,
+// hostname, ehlo_domain, tls_cipher, tls_protocol_version, authn_id,
+// authz_id) lives for the whole connection, across STARTTLS, and is
+// copied into each [Message] (Message.Meta). AUTH PLAIN is offered when
+// Hooks.AuthPlain is set, and only after STARTTLS unless
+// Config.AllowInsecureAuth. Listener-domain lookups see the session
+// through [ContextSession].
 //
 // DATA ends at the first <CRLF>.<CRLF>, and each line before it that
 // starts with a period loses only that period (RFC 5321 section 4.5.2): a
@@ -46,7 +61,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/google/uuid"
 
 	"github.com/mtakit/mtakit/internal/smtpd"
 )
@@ -82,6 +96,9 @@ type SessionInfo struct {
 	Hostname string
 	// TLS is non-nil when the session is encrypted.
 	TLS *tls.ConnectionState
+
+	// meta is the connection meta (Meta, SetMeta), shared by copies.
+	meta *connMeta
 }
 
 // Recipient is one accepted RCPT TO.
@@ -104,6 +121,11 @@ type Message struct {
 	SMTPUTF8     bool
 	EightBitMIME bool
 	Session      *SessionInfo
+	// Meta is a copy of the connection meta (SessionInfo.MetaMap) taken
+	// when the data was received: the predefined keys and whatever hooks
+	// set. Handlers start each message's meta from it, as KumoMTA copies
+	// conn_meta into message meta.
+	Meta map[string]any
 
 	TraceHeaders  TraceHeaders
 	BatchHandling BatchHandling
@@ -167,11 +189,15 @@ func NewWithListener(cfg Config, h Handler, log *slog.Logger, ln net.Listener) (
 	s.WriteTimeout = cfg.ClientTimeout
 	s.EnableSMTPUTF8 = true
 	s.TLSConfig = cfg.TLS
+	s.AllowInsecureAuth = cfg.AllowInsecureAuth
+	if cfg.Hooks.Connect != nil {
+		s.Connect = l.connect
+	}
 	s.ErrorLog = slogPrinter{l.log}
 	l.srv = s
 	l.ln = &limitListener{Listener: ln, max: int64(cfg.MaxConnections), hostname: cfg.Hostname,
 		greeting: []byte("220 " + cfg.Hostname + " " + cfg.Banner + "\r\n"),
-		perIP:    cfg.MaxConnectionsPerIP, byIP: map[netip.Addr]int{}}
+		perIP:    cfg.MaxConnectionsPerIP, byIP: map[netip.Addr]int{}, shed: cfg.Shed}
 	return l, nil
 }
 
@@ -234,14 +260,9 @@ func (l *Listener) Close() error {
 }
 
 func (l *Listener) newSession(c *smtpd.Conn) (smtp.Session, error) {
-	info := &SessionInfo{
-		ID:           uuid.NewString(),
-		ListenerAddr: l.cfg.Addr,
-		LocalAddr:    addrPort(c.Conn().LocalAddr()),
-		PeerAddr:     addrPort(c.Conn().RemoteAddr()),
-		EHLO:         c.Hostname(),
-		Hostname:     l.cfg.Hostname,
-	}
+	info := l.connInfo(c)
+	info.EHLO = c.Hostname()
+	tlsMeta(info, c)
 	peer := info.PeerAddr.Addr().Unmap()
 	s := &session{
 		l:         l,
@@ -302,6 +323,7 @@ type limitListener struct {
 	greeting []byte // "220 hostname banner", KumoMTA's greeting
 	n        atomic.Int64
 	perIP    int // 0: no per-address limit
+	shed     func() string
 
 	mu   sync.Mutex
 	byIP map[netip.Addr]int
@@ -312,6 +334,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
+		}
+		if l.shed != nil {
+			if reason := l.shed(); reason != "" {
+				refuse(c, "421 4.3.2 "+l.hostname+" "+reason+". Try later")
+				continue
+			}
 		}
 		if l.n.Add(1) > l.max {
 			l.n.Add(-1)
@@ -371,6 +399,10 @@ type countedConn struct {
 	once     sync.Once
 	greeting []byte
 	greeted  atomic.Bool
+	// info is the connection's session state, which outlives go-smtp's
+	// Session across STARTTLS (see Listener.connInfo). Only the
+	// connection's goroutine sets it.
+	info *SessionInfo
 }
 
 func (c *countedConn) Write(b []byte) (int, error) {

@@ -58,7 +58,7 @@ func (s *session) lookupDomain(domain string) (*ListenerDomain, error) {
 	if s.l.cfg.Domains == nil {
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.l.cfg.ClientTimeout)
+	ctx, cancel := s.l.hookContext(s.info)
 	defer cancel()
 	d, err := s.l.cfg.Domains.LookupListenerDomain(ctx, domain, s.info.ListenerAddr)
 	if err != nil {
@@ -78,6 +78,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.l.draining.Load() {
 		return errShuttingDown
 	}
+	if shed := s.l.cfg.Shed; shed != nil {
+		if reason := shed(); reason != "" {
+			return s.reject(from, nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: reason + ", try again later"})
+		}
+	}
 	if s.messages >= s.l.cfg.MaxMessagesPerConnection {
 		return s.reject(from, nil, &smtp.SMTPError{
 			Code:         451,
@@ -86,14 +91,26 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		})
 	}
 	var senderDomain *ListenerDomain
+	var domain string
 	if from != "" {
-		_, domain, ok := splitAddress(from)
+		var ok bool
+		_, domain, ok = splitAddress(from)
 		if !ok {
 			return s.reject(from, nil, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "malformed sender address"})
 		}
 		if !opts.UTF8 && !isASCII(from) {
 			return s.reject(from, nil, errNeedSMTPUTF8)
 		}
+	}
+	if h := s.l.cfg.Hooks.MailFrom; h != nil {
+		ctx, cancel := s.l.hookContext(s.info)
+		err := h(ctx, s.info, from)
+		cancel()
+		if err != nil {
+			return s.reject(from, nil, s.l.hookReply(s.info, "mail", err))
+		}
+	}
+	if from != "" {
 		d, err := s.lookupDomain(domain)
 		if err != nil {
 			s.l.log.Error("listener domain lookup failed", "domain", domain, "err", err)
@@ -126,9 +143,18 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	allowed := s.relayHost ||
 		s.senderDomain.RelayFromAllows(s.peer) ||
+		s.senderDomain.RelayFromAuthzAllows(s.info.AuthzID()) ||
 		d != nil && (d.RelayTo || d.LogOOB.Enabled() || d.LogARF.Enabled())
 	if !allowed {
 		return s.reject(s.sender, []string{to}, errRelayDenied)
+	}
+	if h := s.l.cfg.Hooks.RcptTo; h != nil {
+		ctx, cancel := s.l.hookContext(s.info)
+		err := h(ctx, s.info, to)
+		cancel()
+		if err != nil {
+			return s.reject(s.sender, []string{to}, s.l.hookReply(s.info, "rcpt", err))
+		}
 	}
 	s.mu.Lock()
 	s.rcpts = append(s.rcpts, Recipient{Address: to, Domain: domain, ListenerDomain: d})
@@ -176,10 +202,8 @@ func (s *session) Data(r io.Reader) error {
 		s.l.log.Warn("reception memory budget exhausted; transaction deferred", "peer", s.info.PeerAddr, "budget", w.budget.Limit())
 		return s.reject(sender, addresses(rcpts), errOverBudget)
 	}
-	if st, ok := s.conn.TLSConnectionState(); ok {
-		s.info.TLS = &st
-	}
 	msg := &Message{
+		Meta:          s.info.MetaMap(),
 		Sender:        sender,
 		Recipients:    rcpts,
 		Data:          buf.Bytes(),

@@ -254,6 +254,9 @@ func (s *state) configureLocalLogs(L *lua.LState) int {
 	f.integer("back_pressure", &lc.Local.BackPressure)
 	f.integer("compression_level", &lc.Local.CompressionLevel)
 	f.duration("max_segment_duration", &lc.Local.MaxSegmentDuration)
+	// mtakit extension: Reception records fsynced before the 250
+	// (logs.LocalConfig.SyncReception).
+	f.boolean("sync_reception", &lc.Local.SyncReception)
 	f.strings("headers", &lc.Headers)
 	f.strings("meta", &lc.Meta)
 	if v, ok := f.get("per_record"); ok {
@@ -364,7 +367,14 @@ func (s *state) startESMTPListener(L *lua.LState) int {
 			f.fail(k, "not supported by mtakit (only false)")
 		}
 	}
-	for _, k := range []string{"peer", "via", "tls_required_client_ca", "meta"} {
+	if v, ok := f.get("meta"); ok {
+		m, isMap := v.(map[string]any)
+		if !isMap {
+			f.fail("meta", "want a table of meta names and values")
+		}
+		c.Meta = m
+	}
+	for _, k := range []string{"peer", "via", "tls_required_client_ca"} {
 		if _, ok := f.get(k); ok {
 			f.fail(k, "not supported by mtakit")
 		}

@@ -16,8 +16,26 @@
 //     runs smtp_server_message_received or, for reception_protocol "HTTP",
 //     http_message_generated; QueueConfig runs get_queue_config),
 //     [Policy.DomainLookup] (get_listener_domain), [Policy.Shaper]
-//     (get_egress_path_config) and [Policy.EgressPools] (get_egress_pool
-//     and get_egress_source).
+//     (get_egress_path_config), [Policy.EgressPools] (get_egress_pool
+//     and get_egress_source) and [Policy.ListenerHooks], the listener's
+//     session hooks (listener.Hooks), which fire
+//     smtp_server_connection_accepted(conn_meta) before the banner,
+//     smtp_server_ehlo(domain, conn_meta, extensions) for HELO/EHLO (a
+//     returned list replaces the extensions advertised),
+//     smtp_server_auth_plain(authz, authc, password, conn_meta) -> bool
+//     for AUTH PLAIN (offered only after STARTTLS; on success authn_id and
+//     authz_id are set in conn_meta), smtp_server_mail_from(sender,
+//     conn_meta) and smtp_server_mail_rcpt_to(recipient, conn_meta)
+//     (address objects). kumo.reject(code, text) in any of them answers
+//     that command (at connect the connection is then closed); any other
+//     error a handler raises answers a transient 451 (454 for AUTH) and
+//     is logged. conn_meta:get_meta/set_meta read and write the
+//     connection meta (received_from, received_via, hostname,
+//     reception_protocol, ehlo_domain, tls_cipher, tls_protocol_version,
+//     authn_id, authz_id, the listener's meta option and whatever
+//     handlers set), which is copied into the meta of every message
+//     received on the connection. get_listener_domain receives the
+//     session's conn_meta too.
 //
 // A program can take any one piece into a server built in Go, or let
 // [Policy.ServerOptions] fill an mta.Options, or [Policy.Start] open the
@@ -41,7 +59,10 @@
 // pure lookups are memoized per argument tuple: get_queue_config for the
 // queue config's refresh_interval (default 1 minute), get_egress_path_config
 // for the path's refresh_interval (default 60 s), get_egress_source and
-// get_egress_pool for their ttl (default 60 s), get_listener_domain for 60 s.
+// get_egress_pool for their ttl (default 60 s). get_listener_domain, whose
+// handler may depend on conn_meta, is cached by the listener per session
+// (as KumoMTA does; 60 s per (domain, listener) for calls outside a
+// session).
 // kumo.memoize caches per state. DKIM signers built by kumo.dkim.* are
 // cached by their parameters for their ttl (default 300 s).
 //
@@ -70,14 +91,17 @@
 // max_message_size, max_recipients_per_message,
 // max_messages_per_connection, max_connections, client_timeout,
 // data_processing_timeout, line_length_hard_limit, batch_handling,
-// trace_headers, tls_certificate / tls_private_key); start_http_listener;
+// trace_headers, tls_certificate / tls_private_key, meta);
+// start_http_listener;
 // make_listener_domain; make_queue_config; make_egress_source;
 // make_egress_pool; make_egress_path; dns.configure_resolver;
 // dkim.rsa_sha256_signer and dkim.ed25519_signer (key sources: a file name
 // or { key_data = "..." }); reject; memoize; toml_load, toml_parse,
 // toml_encode, json_load, json_parse, json_encode, json_encode_pretty
 // (also under kumo.serde); log_debug, log_info, log_warn, log_error;
-// invoke_get_egress_path_config. Durations are KumoMTA's ("5 minutes",
+// invoke_get_egress_path_config; set_memory_hard_limit,
+// set_memory_soft_limit, set_memory_low_thresh and their get_ forms.
+// Durations are KumoMTA's ("5 minutes",
 // "1h 30m", "90s", parsed by shaping.ParseDuration, or a number of
 // seconds), sizes accept "20MiB", "10mb" or "1_000_000", throttles are
 // ThrottleSpecs ("100/s", "10/5min").
@@ -128,10 +152,14 @@
 //     directories are used as written.
 //   - A listener without tls_certificate offers STARTTLS with an in-memory
 //     self-signed certificate, as KumoMTA generates one.
-//   - get_listener_domain is called per (domain, listener) and receives an
-//     empty conn_meta: mtakit looks listener domains up without the SMTP
-//     session, so relay_from_authz of listener_domains.toml is ignored with
-//     a warning.
+//   - Session events not fired: smtp_server_data,
+//     smtp_server_rewrite_response, smtp_server_split_transaction and
+//     smtp_server_get_dynamic_parameters (a handler gets a warning). AUTH
+//     offers PLAIN only, as KumoMTA does. In
+//     smtp_server_message_received, conn_meta reads and writes the
+//     message's meta (which starts as a copy of the connection's), not
+//     the connection's. A 421 from a handler after the greeting does not
+//     close the connection.
 //   - mta.Options.EgressPools is a fixed map: EgressPools covers the pools
 //     the helpers know at load time; call AddPoolName for pools that only
 //     a custom get_queue_config names.
@@ -152,4 +180,15 @@
 //   - configure_bounce_classifier: a file under /opt/kumomta/share that
 //     is not installed is replaced by mtakit's built-in rules, with a
 //     warning.
+//   - configure_local_logs accepts sync_reception = true, an mtakit
+//     extension: a message's Reception record is fsynced before its 250
+//     (logs.LocalConfig.SyncReception; see package mta).
+//   - kumo.set_memory_hard_limit, set_memory_soft_limit and
+//     set_memory_low_thresh (and the get_ functions) configure mta's
+//     memory monitor (mta.Options.MemoryHardLimit and friends) when the
+//     server starts, and again at a Live reload that sets them; calls
+//     after start-up outside a reload have no effect. The get_ functions
+//     return the default the monitor uses where the policy sets none.
+//     Policy.PurgeCache (registered by Start) empties the memo caches
+//     when memory runs short.
 package luapolicy

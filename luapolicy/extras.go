@@ -183,10 +183,9 @@ func loadListenerDomains(files []string, warn func(string)) (domainTable, error)
 		add := func(listenerAddr, domain string, body any, header string) {
 			f := newFields(fmt.Sprintf("%s:%d: [%s]", file, findHeaderLine(string(text), header, domain), header), body)
 			d := decodeListenerDomain(f)
-			var authz []string
-			if f.strings("relay_from_authz", &authz) && len(authz) > 0 {
-				warn(fmt.Sprintf("%s: [%s] relay_from_authz is not supported by mtakit (listener domain lookups do not see SMTP AUTH); the entry applies without it", file, header))
-			}
+			// Authenticated clients whose authz id is listed may relay
+			// for the domain (the listener checks it per session).
+			f.strings("relay_from_authz", &d.RelayFromAuthz)
 			if err := f.done(); err != nil {
 				errs = append(errs, err.Error())
 				return

@@ -53,14 +53,43 @@ func (p *Policy) MessageReceived(ctx context.Context, msg *mta.Message) error {
 	})
 }
 
+// metaStore is what a conn_meta object reads and writes: a session's
+// connection meta (*listener.SessionInfo) in the SMTP session events, or
+// the message's meta (*mta.Message, which starts as a copy of the
+// connection's) in smtp_server_message_received.
+type metaStore interface {
+	Meta(key string) any
+	SetMeta(key string, v any)
+}
+
 // connMeta returns the connection metadata object passed to reception
 // events: get_meta and set_meta on the message's meta, which holds the
 // connection's (received_from, ehlo_domain, ...).
 func (s *state) connMeta(msg *mta.Message) lua.LValue {
+	if msg == nil {
+		return s.sessionConnMeta(nil)
+	}
+	return s.sessionConnMeta(msg)
+}
+
+// sessionConnMeta returns a conn_meta object over m; nil m is an empty,
+// read-only conn_meta.
+func (s *state) sessionConnMeta(m metaStore) lua.LValue {
 	ud := s.L.NewUserData()
-	ud.Value = &luaMessage{m: msg}
+	ud.Value = &connMetaValue{m: m}
 	s.L.SetMetatable(ud, s.connMetaMT)
 	return ud
+}
+
+type connMetaValue struct{ m metaStore }
+
+func checkConnMeta(L *lua.LState) metaStore {
+	ud := L.CheckUserData(1)
+	cm, ok := ud.Value.(*connMetaValue)
+	if !ok {
+		L.ArgError(1, "conn_meta expected (call methods with ':', as conn_meta:get_meta(...))")
+	}
+	return cm.m
 }
 
 func (s *state) connMetaMetatable() *lua.LTable {
@@ -68,7 +97,7 @@ func (s *state) connMetaMetatable() *lua.LTable {
 	idx := L.NewTable()
 	L.SetFuncs(idx, map[string]lua.LGFunction{
 		"get_meta": func(L *lua.LState) int {
-			m := checkMessage(L)
+			m := checkConnMeta(L)
 			key := L.CheckString(2)
 			if m == nil {
 				L.Push(lua.LNil)
@@ -78,7 +107,7 @@ func (s *state) connMetaMetatable() *lua.LTable {
 			return 1
 		},
 		"set_meta": func(L *lua.LState) int {
-			m := checkMessage(L)
+			m := checkConnMeta(L)
 			key := L.CheckString(2)
 			v, err := toGo(L.Get(3))
 			if err != nil {
@@ -154,10 +183,12 @@ func valueAs[T any](v lua.LValue, event, maker string) (T, error) {
 }
 
 // DomainLookup returns the listener.DomainLookup backed by the
-// get_listener_domain event, or nil when the policy has no handler.
-// Results are memoized per (domain, listener) for one minute; the handler
-// receives an empty conn_meta, since mtakit looks domains up per listener
-// rather than per session.
+// get_listener_domain event, or nil when the policy has no handler. In a
+// listener's session the handler receives the session's conn_meta
+// (listener.ContextSession) and its result is cached by the listener for
+// that session only, as in KumoMTA; outside a session (no session in the
+// context) it receives an empty conn_meta and results are memoized per
+// (domain, listener) for one minute.
 func (p *Policy) DomainLookup() listener.DomainLookup {
 	if !p.HasHandler("get_listener_domain") {
 		return nil
@@ -171,14 +202,21 @@ func (p *Policy) LookupListenerDomain(ctx context.Context, domain, listenerAddr 
 	if t := p.directDomains; t != nil {
 		return t.lookup(listenerAddr, strings.ToLower(domain)), nil
 	}
+	sess := listener.ContextSession(ctx)
 	key := domain + "\x00" + listenerAddr
 	now := nowFunc()
-	if v, ok := p.domainMemo.get(key, now); ok {
-		return v, nil
+	if sess == nil {
+		if v, ok := p.domainMemo.get(key, now); ok {
+			return v, nil
+		}
 	}
 	var d *listener.ListenerDomain
 	err := p.withState(ctx, func(s *state) error {
-		v, err := s.fire("get_listener_domain", lua.LString(domain), lua.LString(listenerAddr), s.emptyConnMeta)
+		cm := s.emptyConnMeta
+		if sess != nil {
+			cm = s.sessionConnMeta(sess)
+		}
+		v, err := s.fire("get_listener_domain", lua.LString(domain), lua.LString(listenerAddr), cm)
 		if err != nil {
 			return err
 		}
@@ -188,7 +226,9 @@ func (p *Policy) LookupListenerDomain(ctx context.Context, domain, listenerAddr 
 	if err != nil {
 		return nil, fmt.Errorf("luapolicy: listener domain %s: %w", domain, err)
 	}
-	p.domainMemo.put(key, d, defaultTTL, now)
+	if sess == nil {
+		p.domainMemo.put(key, d, defaultTTL, now)
+	}
 	return d, nil
 }
 

@@ -31,6 +31,7 @@ type Live struct {
 
 	cur   atomic.Pointer[Policy]
 	epoch atomic.Uint64
+	srv   atomic.Pointer[mta.Server] // started by Start: reloads apply memory limits
 
 	mu      sync.Mutex // serializes Reload
 	stamps  map[string]fileStamp
@@ -81,6 +82,9 @@ func (l *Live) Reload() error {
 	}
 	old := l.cur.Swap(p)
 	l.epoch.Add(1)
+	if srv := l.srv.Load(); srv != nil && p.MemoryLimits() != (mta.MemoryLimits{}) {
+		srv.SetMemoryLimits(p.MemoryLimits()) // kumo.set_memory_* of the new policy
+	}
 	l.stamps = stampFiles(p.Files())
 	// Idle states of the old policy are released now; states still in
 	// use finish their call and are collected with it.
@@ -193,6 +197,40 @@ func (l *Live) DomainLookup() listener.DomainLookup {
 	})
 }
 
+// ListenerHooks returns session hooks that fire the current policy's
+// events. Which hooks exist (and so whether AUTH is offered) follows the
+// policy at the time of the call: an event that a reloaded policy starts
+// handling needs a restart; one it stops handling is skipped.
+func (l *Live) ListenerHooks() listener.Hooks {
+	h := l.cur.Load().ListenerHooks()
+	if h.Connect != nil {
+		h.Connect = func(ctx context.Context, s *listener.SessionInfo) error {
+			return l.cur.Load().ConnectionAccepted(ctx, s)
+		}
+	}
+	if h.EHLO != nil {
+		h.EHLO = func(ctx context.Context, s *listener.SessionInfo, domain string, ext []string) ([]string, error) {
+			return l.cur.Load().EHLO(ctx, s, domain, ext)
+		}
+	}
+	if h.AuthPlain != nil {
+		h.AuthPlain = func(ctx context.Context, s *listener.SessionInfo, authz, authc, password string) (bool, error) {
+			return l.cur.Load().AuthPlain(ctx, s, authz, authc, password)
+		}
+	}
+	if h.MailFrom != nil {
+		h.MailFrom = func(ctx context.Context, s *listener.SessionInfo, sender string) error {
+			return l.cur.Load().MailFrom(ctx, s, sender)
+		}
+	}
+	if h.RcptTo != nil {
+		h.RcptTo = func(ctx context.Context, s *listener.SessionInfo, rcpt string) error {
+			return l.cur.Load().RcptTo(ctx, s, rcpt)
+		}
+	}
+	return h
+}
+
 // Shaper returns a shaper that asks the current policy; a policy without
 // get_egress_path_config gives KumoMTA's defaults.
 func (l *Live) Shaper() shaping.Shaper { return liveShaper{l} }
@@ -286,5 +324,9 @@ func (l *Live) ServerOptions(base mta.Options) (mta.Options, error) {
 // Start is Policy.Start with the hooks of the Live policy: the server
 // follows reloads.
 func (l *Live) Start(base mta.Options) (*mta.Server, []net.Addr, error) {
-	return l.cur.Load().start(base, l.ServerOptions, l.DomainLookup())
+	srv, addrs, err := l.cur.Load().start(base, l.ServerOptions, l.DomainLookup(), l.ListenerHooks(), l.PurgeCache)
+	if err == nil {
+		l.srv.Store(srv)
+	}
+	return srv, addrs, err
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mtakit/mtakit/egress"
 	"github.com/mtakit/mtakit/listener"
+	"github.com/mtakit/mtakit/mta"
 	"github.com/mtakit/mtakit/mta/bounce"
 	"github.com/mtakit/mtakit/mta/logs"
 	"github.com/mtakit/mtakit/mta/queues"
@@ -160,6 +161,9 @@ type Policy struct {
 	sourceMemo ttlCache[*sourceValue]
 	poolMemo   ttlCache[*poolValue]
 	pools      sync.Map // name -> *lazyPool
+
+	memos     memoRegistry     // kumo.memoize caches of every state (memory.go)
+	memLimits mta.MemoryLimits // kumo.set_memory_* (memory.go)
 
 	poolMapOnce sync.Once
 	poolMapVal  map[string]egress.Pool

@@ -412,7 +412,7 @@ func pathErr(p any) error   { _, err := newEgressPath(p); return err }
 
 func TestWarningsAndValidateConfig(t *testing.T) {
 	src := `
-kumo.on('smtp_server_ehlo', function(domain) end)
+kumo.on('smtp_server_rewrite_response', function() end)
 kumo.on('validate_config', function()
   print('validating')
   error('pool "x" is not defined')
@@ -430,7 +430,7 @@ end)
 	}
 	p.Close()
 	w := strings.Join(p.Warnings(), "\n")
-	for _, want := range []string{`init.lua:2: kumo.on: mtakit does not fire the event "smtp_server_ehlo"`, "init.lua:8: kumo.define_spool: mtakit accepts and ignores rocks_params"} {
+	for _, want := range []string{`init.lua:2: kumo.on: mtakit does not fire the event "smtp_server_rewrite_response"`, "init.lua:8: kumo.define_spool: mtakit accepts and ignores rocks_params"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warnings lack %q:\n%s", want, w)
 		}

@@ -43,15 +43,19 @@ func (p *Policy) Classifier() mta.BounceClassifier {
 }
 
 // ESMTPListeners returns the kumo.start_esmtp_listener calls, with the
-// listener domains of the policy (get_listener_domain) already set.
+// listener domains of the policy (get_listener_domain) and the session
+// event hooks (ListenerHooks) already set.
 func (p *Policy) ESMTPListeners() []ListenerConfig {
 	p.mu.Lock()
 	out := append([]ListenerConfig(nil), p.esmtp...)
 	p.mu.Unlock()
-	if d := p.DomainLookup(); d != nil {
-		for i := range out {
+	d := p.DomainLookup()
+	hooks := p.ListenerHooks()
+	for i := range out {
+		if d != nil {
 			out[i].Domains = d
 		}
+		out[i].Hooks = hooks
 	}
 	return out
 }
@@ -161,6 +165,7 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 		base.LogHeaders = append(base.LogHeaders, h.Headers...)
 		base.LogMeta = append(base.LogMeta, h.Meta...)
 	}
+	p.applyMemoryLimits(&base)
 	if base.Logger == nil {
 		base.Logger = p.log
 	}
@@ -174,10 +179,10 @@ func (p *Policy) ServerOptions(base mta.Options) (mta.Options, error) {
 // every ESMTP listener. The HTTP listeners are not started (see
 // HTTPListeners). On error everything opened is closed again.
 func (p *Policy) Start(base mta.Options) (srv *mta.Server, addrs []net.Addr, err error) {
-	return p.start(base, p.ServerOptions, p.DomainLookup())
+	return p.start(base, p.ServerOptions, p.DomainLookup(), p.ListenerHooks(), p.PurgeCache)
 }
 
-func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Options, error), domains listener.DomainLookup) (srv *mta.Server, addrs []net.Addr, err error) {
+func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Options, error), domains listener.DomainLookup, sessionHooks listener.Hooks, purge func() int) (srv *mta.Server, addrs []net.Addr, err error) {
 	var closers []io.Closer
 	defer func() {
 		if err != nil {
@@ -226,9 +231,11 @@ func (p *Policy) start(base mta.Options, serverOptions func(mta.Options) (mta.Op
 	if err != nil {
 		return nil, nil, err
 	}
+	srv.RegisterCache("luapolicy", purge)
 	closers = []io.Closer{srv}
 	for _, lc := range p.ESMTPListeners() {
 		lc.Domains = domains
+		lc.Hooks = sessionHooks
 		addr, err := srv.ListenSMTP(lc.Config)
 		if err != nil {
 			return nil, nil, fmt.Errorf("luapolicy: %s kumo.start_esmtp_listener: %w", lc.Line, err)

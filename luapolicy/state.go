@@ -35,6 +35,9 @@ var firedEvents = map[string]bool{
 	"pre_init": true, "init": true, "get_listener_domain": true, "smtp_server_message_received": true,
 	"http_message_generated": true, "get_queue_config": true, "get_egress_source": true, "get_egress_pool": true,
 	"get_egress_path_config": true, "validate_config": true,
+	// Session events (session.go).
+	"smtp_server_connection_accepted": true, "smtp_server_ehlo": true, "smtp_server_auth_plain": true,
+	"smtp_server_mail_from": true, "smtp_server_mail_rcpt_to": true,
 }
 
 // multiEvents may have several handlers, called in registration order
@@ -199,6 +202,12 @@ func (s *state) kumoModule() *lua.LTable {
 		"configure_redis_throttles":     s.unsupported("kumo.configure_redis_throttles", "shared throttles are configured in Go (shaping.Throttle)"),
 		"configure_log_hook":            s.unsupported("kumo.configure_log_hook", "log hooks are not built yet"),
 		"invoke_get_egress_path_config": s.invokeGetEgressPathConfig,
+		"set_memory_hard_limit":         s.setMemory(memHard),
+		"set_memory_soft_limit":         s.setMemory(memSoft),
+		"set_memory_low_thresh":         s.setMemory(memLow),
+		"get_memory_hard_limit":         s.getMemory(memHard),
+		"get_memory_soft_limit":         s.getMemory(memSoft),
+		"get_memory_low_thresh":         s.getMemory(memLow),
 	}
 	L.SetFuncs(kumo, funcs)
 
@@ -345,6 +354,7 @@ func (s *state) memoize(L *lua.LState) int {
 		s.fail(err)
 	}
 	m := &memoFunc{}
+	s.p.memos.add(m)
 	L.Push(L.NewFunction(func(L *lua.LState) int {
 		var key strings.Builder
 		args := make([]lua.LValue, L.GetTop())

@@ -27,7 +27,9 @@
 //  2. Spool. Data and meta are stored in parallel; the client gets its
 //     "250 OK ids=..." only when both are durable. If either store fails,
 //     both are removed and the client gets 451 4.3.0. A Reception record
-//     is logged.
+//     is logged; with a log sink that keeps Reception records durable
+//     (logs.LocalConfig.SyncReception), the 250 also waits for them (see
+//     Durable reception logging).
 //  3. Scheduled queue. The message joins its queue, named as KumoMTA
 //     names it ("campaign:tenant@domain!routing_domain", see QueueName),
 //     due now. Policy.QueueConfig supplies retry_interval (20m),
@@ -86,6 +88,53 @@
 // max_age holds even against a peer that accepts and never answers
 // (KumoMTA's issue 539). Messages waiting in a ready queue past their
 // max_age expire there too.
+//
+// # Durable reception logging
+//
+// By default the log is written behind the mail: a Reception record
+// reaches its segment file within the log's flush interval (1 s), so a
+// crash can lose the records of the last second although their messages
+// are safe in the spool. When the sink says it keeps Reception records
+// durable (logs.Syncs; logs.LocalConfig.SyncReception, configure_local_logs
+// sync_reception, mtakitd -log-sync-reception), a transaction's Reception
+// records are logged after its messages are stored, then one
+// logs.Sync(Reception) call waits until they are written and fsynced, and
+// only then is the 250 sent and are the messages queued. Concurrent
+// transactions share the log's fsync (group commit), as they share the
+// spool's; the log's is a second, separate fsync after the spool's.
+//
+// If the records cannot be made durable (the sync fails, or a record
+// could not even be encoded), the messages are removed from the spool, as
+// after a failed store, and the client gets 451 4.3.0. The alternative,
+// answering 250 and logging the error, would keep the mail too (it is
+// spooled either way), but the mode exists to promise that every 250 has
+// its record; a client's retry keeps that promise at the price of a
+// duplicate record in the rare case where a record reached the disk and
+// its fsync then failed. A log disk that keeps failing thus stops
+// reception, as a full spool does, which is what an operator who chose
+// the mode asked for.
+//
+// # Memory monitor
+//
+// Like KumoMTA's, the server samples the memory it is charged for every
+// Options.MemoryCheckInterval (1 s) and compares it with three limits
+// (Options.MemoryHardLimit, MemorySoftLimit, MemoryLowThresh; KumoMTA's
+// kumo.set_memory_*): the hard limit defaults to the cgroup's memory.max,
+// else physical memory; the soft limit to 75 % of it; the low threshold to
+// 80 % of the soft limit. Usage is the process's resident anonymous
+// memory (see MemoryStatus). Above the low threshold the state is logged;
+// above the soft limit the server sheds load until usage falls below it:
+// new SMTP connections get KumoMTA's "421 4.3.2 <host> load shedding.
+// Try later", MAIL FROM in open sessions 451 4.3.2, Inject
+// ErrLoadShedding, the HTTP API 503 on inject and check-liveness (Live).
+// On crossing the soft limit, and at most every 30 s while above, the
+// caches registered with RegisterCache (DNS, shaping, MTA-STS failures,
+// DKIM signers and keys, luapolicy's memoized lookups) are emptied and
+// debug.FreeOSMemory returns free memory to the system. Each change of state is logged once; the
+// state, usage, limits and counts of refusals and purged entries are in
+// MemoryStatus and mta/metrics. SetMemoryLimits changes the limits at run
+// time. The listeners' byte budget (Options.ReceptionMemory) bounds what
+// receptions hold in any case; the monitor covers everything else.
 //
 // # Shaping, throttles and automation
 //

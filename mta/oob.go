@@ -194,6 +194,7 @@ func (s *Server) receiveReports(ctx context.Context, r *reception, rcpts []liste
 		}
 		s.logReport(r, b)
 	}
+	s.syncReportLog()
 	return out, nil
 }
 

@@ -32,6 +32,10 @@ type Submission struct {
 	Meta map[string]any
 	// Protocol is logged as reception_protocol; default "Inject".
 	Protocol string
+	// Admitted marks a submission accepted earlier (a deferred HTTP
+	// injection answered 200 before its messages were generated): the
+	// memory monitor's load shedding does not refuse it.
+	Admitted bool
 }
 
 // Inject spools a message as if it had been received, one message per
@@ -40,6 +44,9 @@ type Submission struct {
 func (s *Server) Inject(ctx context.Context, sub *Submission) ([]spool.ID, error) {
 	if len(sub.Recipients) == 0 {
 		return nil, errors.New("mta: inject: no recipients")
+	}
+	if err := s.mem.admit(sub.Admitted); err != nil { // memmon.go
+		return nil, err
 	}
 	proto := sub.Protocol
 	if proto == "" {
@@ -96,6 +103,11 @@ func (h smtpHandler) HandleMessage(ctx context.Context, lm *listener.Message) ([
 	if info.TLS != nil {
 		r.meta[MetaTLSCipher] = tls.CipherSuiteName(info.TLS.CipherSuite)
 		r.meta[MetaTLSVersion] = tls.VersionName(info.TLS.Version)
+	}
+	// The connection meta (listener hooks' set_meta, authn_id, ...) is
+	// copied into each message's meta, as KumoMTA does.
+	for k, v := range lm.Meta {
+		r.meta[k] = v
 	}
 	// Recipients of OOB / ARF listener domains are marked so the report
 	// handling can find them; the disposition is per domain.
@@ -261,17 +273,26 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		s.log.Error("spool write failed; transaction refused", "err", storeErr)
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary spool failure, try again later"}
 	}
-	if sharers > 0 {
-		s.bodies.add(body, sharers)
-	}
 	s.observeSpooled(time.Since(storeStart), len(out))
 
 	ids := make([]spool.ID, len(out))
+	qms := make([]*queuedMessage, len(out))
 	now := time.Now()
+	var missing error // a Reception record not logged (durable.go)
 	for i, st := range out {
 		ids[i] = st.m.id
-		qm := &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
-		s.logReception(r, st.m, st.size, qm.queue, st.meta, now)
+		qms[i] = &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
+		if err := s.logReception(r, st.m, st.size, qms[i].queue, st.meta, now); recordMissing(err) {
+			missing = err
+		}
+	}
+	if err := s.commitReceptionLog(ids, body, missing); err != nil {
+		return nil, err
+	}
+	if sharers > 0 {
+		s.bodies.add(body, sharers)
+	}
+	for _, qm := range qms {
 		s.sched.add(qm)
 	}
 	return ids, nil
@@ -343,7 +364,7 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) {
+func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) error {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
@@ -368,9 +389,11 @@ func (s *Server) logReception(r *reception, m *Message, size int, queue string, 
 		}
 	}
 	rec.SetTimes(now, m.Created())
-	if err := s.sink.Log(rec); err != nil {
+	err := s.sink.Log(rec)
+	if err != nil {
 		s.log.Error("log reception", "id", m.id, "err", err)
 	}
+	return err
 }
 
 // recordMeta picks the Options.LogMeta keys for a log record.

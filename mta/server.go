@@ -96,6 +96,20 @@ type Options struct {
 	// memory); negative means no limit.
 	ReceptionMemory int64
 
+	// MemoryHardLimit, MemorySoftLimit and MemoryLowThresh configure the
+	// memory monitor, as KumoMTA's kumo.set_memory_hard_limit,
+	// set_memory_soft_limit and set_memory_low_thresh (bytes). Above the
+	// soft limit new mail is refused with 4xx and caches are purged until
+	// usage falls (see MemoryStatus). Defaults: hard the cgroup
+	// memory.max, else physical memory; soft 75 % of hard; low 80 % of
+	// soft. A negative MemorySoftLimit disables the monitor.
+	// MemoryCheckInterval is how often usage is sampled, default
+	// DefaultMemoryCheckInterval (1 s).
+	MemoryHardLimit     int64
+	MemorySoftLimit     int64
+	MemoryLowThresh     int64
+	MemoryCheckInterval time.Duration
+
 	// MinFreeSpacePercent and MinFreeInodesPercent are how much of the
 	// spools' filesystem must stay free for mail to be accepted (checked
 	// for spools implementing spool.SpaceReporter, as badgerspool does);
@@ -156,6 +170,10 @@ type Server struct {
 	sched  *scheduler
 	bodies *bodyRefs // shared bodies of multi-recipient transactions (body.go)
 
+	// syncReception: the sink keeps Reception records durable, so a
+	// transaction is answered only after they are synced (durable.go).
+	syncReception bool
+
 	pools         atomic.Pointer[map[string]egress.Pool] // see SetEgressPools
 	shaper        shaping.Shaper
 	throttle      shaping.Throttle
@@ -173,6 +191,7 @@ type Server struct {
 
 	rules  queueRules       // admin and automation suspensions and bounces
 	space  *spaceGuard      // refuses mail while the spools' disk is full
+	mem    *memoryMonitor   // refuses mail while memory is short (memmon.go)
 	budget *listener.Budget // reception memory, shared by the listeners
 
 	// Hooks for the operations surface (readyhold.go, observe.go).
@@ -220,6 +239,7 @@ func New(opts Options) (*Server, error) {
 	if s.sink == nil {
 		s.sink = discardSink{}
 	}
+	s.syncReception = logs.Syncs(s.sink, logs.Reception)
 	if s.shaper == nil {
 		s.shaper = defaultShaper
 	}
@@ -253,6 +273,9 @@ func New(opts Options) (*Server, error) {
 		s.budget = listener.NewBudget(opts.ReceptionMemory)
 	}
 	s.space = newSpaceGuard(s, opts)
+	s.mem = newMemoryMonitor(s, opts)
+	s.registerCaches()
+	s.mem.check() // know the state before the first connection
 	s.stallTimeout = opts.StallTimeout
 	if s.stallTimeout <= 0 {
 		s.stallTimeout = DefaultStallTimeout
@@ -266,6 +289,15 @@ func New(opts Options) (*Server, error) {
 	due := make(chan *queuedMessage)
 	s.workers.Add(3 + dispatchers)
 	go s.reclaimOrphans()
+	memInterval := opts.MemoryCheckInterval
+	if memInterval <= 0 {
+		memInterval = DefaultMemoryCheckInterval
+	}
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		s.mem.run(memInterval, s.stopping)
+	}()
 	go func() {
 		defer s.workers.Done()
 		s.sched.run(s.stopping, due)
@@ -349,6 +381,9 @@ func (s *Server) ListenSMTP(cfg listener.Config) (net.Addr, error) {
 	}
 	if cfg.Budget == nil {
 		cfg.Budget = s.budget
+	}
+	if cfg.Shed == nil {
+		cfg.Shed = s.mem.shed
 	}
 	l, err := listener.Listen(cfg, smtpHandler{s}, s.log)
 	if err != nil {

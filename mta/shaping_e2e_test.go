@@ -110,8 +110,11 @@ max_message_rate = "40/s,max_burst=1"
 	// the span measures the sustained rate.
 	rate := float64(n-1) / span.Seconds()
 	t.Logf("%d messages in %v: %.1f/s", n, span, rate)
-	if rate > 40*1.1 || rate < 40*0.9 {
-		t.Errorf("delivered at %.1f msgs/s, max_message_rate is 40/s (±10%%)", rate)
+	// The limit must hold (never above 40/s + 10 %); a loaded machine may
+	// deliver slower, so the lower bound only shows the throttle paces
+	// rather than stalls.
+	if rate > 40*1.1 || rate < 40*0.5 {
+		t.Errorf("delivered at %.1f msgs/s, max_message_rate is 40/s (at most +10%%, at least half)", rate)
 	}
 }
 

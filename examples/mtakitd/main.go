@@ -87,6 +87,7 @@ type config struct {
 	dsn       bool
 	trustAD   bool
 	logHook   string
+	logSync   bool
 	hold      bool
 	cpuProf   string
 	batch     listener.BatchHandling
@@ -109,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "STARTTLS private key `file`")
 	fs.StringVar(&c.dkimData, "dkim", "", "KumoMTA dkim_data.toml `file`: DKIM-sign received mail by From domain")
 	fs.StringVar(&c.dkimKeys, "dkim-keys", "", "key `directory` for -dkim (default /opt/kumomta/etc/dkim, KumoMTA's)")
+	fs.BoolVar(&c.logSync, "log-sync-reception", false, "answer 250 only once the message's Reception log record is fsynced (concurrent receptions share one fsync); see BENCHMARKS.md for the cost")
 	fs.StringVar(&c.logHook, "log-hook", "", "POST every log record, batched as JSON, to `URL` (durable queue under -data)")
 	fs.BoolVar(&c.trustAD, "dns-trust-ad", false, "the resolvers of /etc/resolv.conf validate DNSSEC and are reached over a trusted path: believe their AD bit, so DANE (enable_dane) can apply")
 	fs.BoolVar(&c.dsn, "dsn", false, "send delivery status notifications (RFC 3464) to senders of bounced or expired mail")
@@ -303,7 +305,7 @@ func start(c *config, log *slog.Logger, m *metrics.Metrics) (srv *mta.Server, ad
 		return nil, nil, err
 	}
 	closers = append(closers, dataSpool, metaSpool)
-	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, FlushInterval: time.Second, Logger: log})
+	logSink, err := logs.OpenLocal(logs.LocalConfig{LogDir: filepath.Join(c.dataDir, "logs"), MaxSegmentDuration: time.Minute, FlushInterval: time.Second, SyncReception: c.logSync, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -50,12 +50,17 @@ func startPolicy(ctx context.Context, c *config, log *slog.Logger, m *metrics.Me
 		log.Info("the policy defines no spool; using the -data spool", "dir", filepath.Join(c.dataDir, "spool"))
 	}
 	if lc := p.LogConfig(); lc != nil {
-		local, err := logs.OpenLocal(lc.Local)
+		cfg := lc.Local
+		cfg.SyncReception = cfg.SyncReception || c.logSync
+		local, err := logs.OpenLocal(cfg)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kumo.configure_local_logs: %w", err)
 		}
 		base.Log = m.Sink(local)
 	} else {
+		if c.logSync {
+			log.Warn("-log-sync-reception: the policy configures no local log (kumo.configure_local_logs); nothing to sync")
+		}
 		base.Log = m.Sink(logs.Discard)
 	}
 	srv, addrs, err := live.Start(base)

@@ -246,6 +246,13 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 	}
 
 	if !enhanced {
+		if gs, ok := c.Session().(GreetSession); ok {
+			if _, err := gs.Greet(domain, nil); err != nil {
+				c.helo = ""
+				c.writeError(451, EnhancedCode{4, 3, 0}, err)
+				return
+			}
+		}
 		c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Hello %s", domain))
 		return
 	}
@@ -306,6 +313,15 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 			caps = append(caps, "MT-PRIORITY")
 		} else {
 			caps = append(caps, fmt.Sprintf("MT-PRIORITY %s", c.server.MtPriorityProfile))
+		}
+	}
+
+	if gs, ok := c.Session().(GreetSession); ok {
+		caps, err = gs.Greet(domain, caps)
+		if err != nil {
+			c.helo = ""
+			c.writeError(451, EnhancedCode{4, 3, 0}, err)
+			return
 		}
 	}
 

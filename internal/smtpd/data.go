@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 )
 
@@ -50,6 +51,22 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		stateEOF              // reached .\r\n end marker line
 	)
 	for n < len(b) && r.state != stateEOF {
+		// mtakit: in the middle of a line only a CR can change the state,
+		// so copy the buffered bytes up to the next CR at once instead of
+		// one ReadByte each. Peeking at what is buffered does no I/O.
+		if r.state == stateData && r.r.Buffered() > 0 {
+			buf, _ := r.r.Peek(r.r.Buffered())
+			k := bytes.IndexByte(buf, '\r')
+			if k < 0 {
+				k = len(buf)
+			}
+			if k > 0 {
+				k = copy(b[n:], buf[:k])
+				r.r.Discard(k)
+				n += k
+				continue
+			}
+		}
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {

@@ -56,3 +56,32 @@ func TestDataReader(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDataReader reads a 1 MiB message of 78-byte lines, with some
+// dot-stuffed, through the DATA reader in 32 KiB reads.
+//
+//	go test -run '^$' -bench DataReader ./internal/smtpd/
+func BenchmarkDataReader(b *testing.B) {
+	var msg strings.Builder
+	for i := 0; msg.Len() < 1<<20; i++ {
+		if i%50 == 0 {
+			msg.WriteString("..")
+		}
+		msg.WriteString(strings.Repeat("x", 76) + "\r\n")
+	}
+	msg.WriteString(".\r\n")
+	in := msg.String()
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		r := &dataReader{r: bufio.NewReaderSize(strings.NewReader(in), 4096)}
+		for {
+			if _, err := r.Read(buf); err != nil {
+				if err != io.EOF {
+					b.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+}

@@ -74,6 +74,12 @@ type Server struct {
 	// The server backend.
 	Backend Backend
 
+	// Connect, when set, runs for each connection before the greeting
+	// (mtakit-only). An error refuses the connection: it is sent as the
+	// reply (an *SMTPError as is, anything else as "421 4.3.2") and the
+	// connection is closed.
+	Connect func(c *Conn) error
+
 	wg   sync.WaitGroup
 	done chan struct{}
 
@@ -162,6 +168,13 @@ func (s *Server) handleConn(c *Conn) error {
 		}
 		if err := tlsConn.Handshake(); err != nil {
 			return err
+		}
+	}
+
+	if s.Connect != nil {
+		if err := s.Connect(c); err != nil {
+			c.writeError(421, EnhancedCode{4, 3, 2}, err)
+			return nil
 		}
 	}
 

@@ -25,6 +25,11 @@ var copiedFiles = []string{"backend.go", "conn.go", "data.go", "lengthlimit_read
 var patched = map[string]bool{
 	"dataReader.Read": true,
 	"Conn.handleBdat": true,
+	// mtakit-only, for listener.Hooks (README.md): Server.Connect and
+	// GreetSession (mtakit.go).
+	"Server":            true,
+	"Server.handleConn": true,
+	"Conn.handleGreet":  true,
 }
 
 // decls returns the declarations of the Go files in dir named in files, as

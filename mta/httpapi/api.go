@@ -55,7 +55,9 @@ type Config struct {
 	Metrics http.Handler
 
 	// Live reports whether the server accepts messages, for
-	// /api/check-liveness/v1; nil means always.
+	// /api/check-liveness/v1 and before each injection; nil means
+	// Server.Live (503 while memory is over the soft limit or the spool
+	// is short of space, as KumoMTA).
 	Live func() error
 
 	// Hostname names this server in the Received header of injected
@@ -239,6 +241,14 @@ func (a *API) isTrusted(r *http.Request) bool {
 	return false
 }
 
+// live is Config.Live, else the server's.
+func (a *API) live() error {
+	if a.cfg.Live != nil {
+		return a.cfg.Live()
+	}
+	return a.srv.Live()
+}
+
 func remoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -248,11 +258,9 @@ func remoteIP(r *http.Request) string {
 }
 
 func (a *API) liveness(w http.ResponseWriter, _ *http.Request) {
-	if a.cfg.Live != nil {
-		if err := a.cfg.Live(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "not accepting messages: %v", err)
-			return
-		}
+	if err := a.live(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "not accepting messages: %v", err)
+		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "I'm alive\n")

@@ -37,6 +37,7 @@ func (a *API) deferGeneration(ctx context.Context, req *InjectRequest, inj *inje
 // generateDeferred spools the messages of a deferred request, then
 // forgets the request.
 func (a *API) generateDeferred(id spool.ID, inj *injection) {
+	inj.admitted = true // answered 200 already: generate even while load shedding
 	resp := a.generate(context.Background(), inj)
 	if resp.FailCount > 0 {
 		a.log.Error("deferred injection failed for some recipients", "failed", resp.FailedRecipients, "errors", resp.Errors)

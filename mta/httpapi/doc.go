@@ -27,7 +27,10 @@
 //     always_flush make it due now (mta.Server.Rebind).
 //   - GET /api/admin/inspect-message/v1?id=ID&want_body=true.
 //   - GET /api/admin/queue-summary/v1: scheduled and ready queues.
-//   - GET /api/check-liveness/v1 and, with Config.Metrics, GET /metrics.
+//   - GET /api/check-liveness/v1: 200, or 503 while the server refuses
+//     mail (mta.Server.Live: memory over the soft limit, spool short of
+//     space); inject answers 503 then too. With Config.Metrics, GET
+//     /metrics.
 //
 // # Validation and errors
 //

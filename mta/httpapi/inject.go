@@ -113,9 +113,17 @@ type injection struct {
 	peer    string
 	tracing bool
 	limit   int64 // bytes a template may expand to: 2 × MaxBodyBytes
+	// admitted: a deferred request, accepted earlier; load shedding
+	// must not drop its recipients (mta.Submission.Admitted).
+	admitted bool
 }
 
 func (a *API) inject(w http.ResponseWriter, r *http.Request) {
+	// As KumoMTA: no injection while load shedding or short of disk.
+	if err := a.live(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "not accepting messages: %v", err)
+		return
+	}
 	var req InjectRequest
 	if !a.decode(w, r, &req) {
 		return
@@ -245,7 +253,7 @@ func (a *API) injectOne(ctx context.Context, inj *injection, rc Recipient) error
 		rcv := fmt.Sprintf("Received: from %s\r\n\tby %s (mtakit) with HTTP\r\n\tfor <%s>; %s\r\n", inj.peer, a.cfg.Hostname, rc.Email, now.Format(time.RFC1123Z))
 		data = append([]byte(rcv), data...)
 	}
-	sub := &mta.Submission{Sender: inj.sender, Recipients: []string{rc.Email}, Data: data, Protocol: "HTTP"}
+	sub := &mta.Submission{Sender: inj.sender, Recipients: []string{rc.Email}, Data: data, Protocol: "HTTP", Admitted: inj.admitted}
 	if len(rc.Metadata) > 0 {
 		sub.Meta = map[string]any{"extra": rc.Metadata}
 	}

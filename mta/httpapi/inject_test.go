@@ -340,3 +340,32 @@ func TestDeferredQueue(t *testing.T) {
 		t.Error("left-over request not generated with its substitutions and peer")
 	}
 }
+
+// While the server sheds load (memory over the soft limit), inject and
+// check-liveness answer 503 and nothing is spooled, as in KumoMTA; a
+// deferred request accepted earlier is still generated: it was answered
+// 200, and dropping its recipients would lose mail.
+func TestInjectWhileLoadShedding(t *testing.T) {
+	q := spool.NewMemory()
+	left := `{"peer":"192.0.2.1","request":{"envelope_sender":"s@example.com","content":"Subject: x\n\nx","recipients":[{"email":"a@dest.test"}]}}`
+	if err := q.Store(context.Background(), spool.NewID(), []byte(left)); err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOpts{hold: true, options: func(o *mta.Options) { o.MemorySoftLimit = 1 },
+		cfg: func(c *httpapi.Config) { c.DeferredQueue = q }})
+	waitFor(t, "the admitted deferred request generated", func() bool { return e.srv.QueuedCount() == 1 })
+	body := map[string]any{"envelope_sender": "s@example.com", "content": "Subject: x\n\nx", "recipients": []map[string]any{{"email": "b@dest.test"}}}
+	if code := e.call(t, "POST", "/api/inject/v1", body, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("inject while shedding: %d, want 503", code)
+	}
+	if code := e.call(t, "GET", "/api/check-liveness/v1", nil, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("liveness while shedding: %d, want 503", code)
+	}
+	if e.srv.QueuedCount() != 1 {
+		t.Fatalf("%d queued, want only the deferred one", e.srv.QueuedCount())
+	}
+	e.srv.SetMemoryLimits(mta.MemoryLimits{Soft: 1 << 62})
+	if code := e.call(t, "POST", "/api/inject/v1", body, nil); code != http.StatusOK {
+		t.Fatalf("inject after recovery: %d", code)
+	}
+}

@@ -74,7 +74,26 @@
 //
 // Data reaches the file when the compressor's 128 KiB block or the
 // plain writer's 256 KiB buffer fills, at rotation and at Close, as with
-// KumoMTA; Flush and FlushInterval push it sooner. Nothing is fsynced.
+// KumoMTA; Flush and FlushInterval push it sooner. By default nothing is
+// fsynced: a crash loses at most the records of the last FlushInterval
+// (1 s), and the reader returns every complete record before them.
+//
+// # Durable records
+//
+// With LocalConfig.SyncReception, Sync(Reception) returns once every
+// record queued before the call is written, its zstd block ended (a
+// reader of the unfinished segment, or after a crash, decodes it) and the
+// segment file fsynced, with the log directory the first time a segment
+// is synced so that its name survives too; segments closed by rotation
+// are fsynced before they are closed. mta.Server calls it after logging a
+// transaction's Reception records and before the 250 (see package mta).
+// Calls are grouped: each caller joins the next sync round that starts
+// after its call, and a round serves every caller that joined while the
+// previous one ran, so concurrent receptions share one fsync (group
+// commit). A round fails if a write, flush or fsync failed since the
+// previous round, since the records lost may be its callers'. Sinks that
+// wrap others implement Syncer by passing it on (Multi, mta/metrics), so
+// the server finds the Local through them.
 //
 // # Reading
 //
@@ -92,8 +111,9 @@
 //
 // # Deviations from KumoMTA
 //
-//   - Uncompressed (plain JSON lines) and FlushInterval are mtakit
-//     extensions. KumoMTA's tailer cannot read uncompressed segments.
+//   - Uncompressed (plain JSON lines), FlushInterval and SyncReception
+//     are mtakit extensions. KumoMTA's tailer cannot read uncompressed
+//     segments.
 //   - CompressionLevel is applied by the pure-Go zstd encoder
 //     (klauspost/compress), which has four levels: 0 and 3–5 give its
 //     default (about zstd level 3), below 3 fastest, 6–9 better, 10 and

@@ -80,6 +80,17 @@ type LocalConfig struct {
 	// 128 KiB, and a crash loses up to a block.
 	FlushInterval time.Duration
 
+	// SyncReception makes Reception records as durable as the spool: the
+	// server calls Sync(Reception) after logging a transaction's
+	// Reception records and before answering 250, and Sync returns once
+	// they are written, their block ended and the segment fsynced,
+	// concurrent callers sharing one fsync (group commit). Segments are
+	// also fsynced when they are closed. An mtakit extension
+	// (configure_local_logs sync_reception); KumoMTA's log is written
+	// asynchronously. It costs about one fsync per group of concurrent
+	// receptions; see BENCHMARKS.md.
+	SyncReception bool
+
 	// Logger receives write failures and start-up warnings; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -116,6 +127,20 @@ func (e *WriteError) Error() string {
 
 func (e *WriteError) Unwrap() error { return e.Err }
 
+// EncodeError reports a record that could not be encoded (a meta value
+// JSON cannot represent, such as NaN), and so was not logged.
+type EncodeError struct {
+	Type RecordType
+	ID   string
+	Err  error
+}
+
+func (e *EncodeError) Error() string {
+	return fmt.Sprintf("logs: encode %s record %q: %v", e.Type, e.ID, e.Err)
+}
+
+func (e *EncodeError) Unwrap() error { return e.Err }
+
 // Local is a Sink writing KumoMTA-style segment files: JSON lines,
 // zstd-compressed unless configured otherwise, in files named by their
 // UTC opening time. See the package documentation for the format.
@@ -138,6 +163,12 @@ type Local struct {
 	done     chan struct{}      // closed when the writer goroutine ends
 
 	closeOnce sync.Once
+
+	// Group commit of Sync (sync.go).
+	syncMu     sync.Mutex
+	syncNext   *syncRound    // the round callers join; nil until one does
+	syncClosed bool          // set at shutdown: Sync returns ErrClosed
+	syncWake   chan struct{} // capacity 1: a round is wanted
 
 	errMu  sync.Mutex
 	err    *WriteError // failures not yet returned to a caller
@@ -214,6 +245,7 @@ func OpenLocal(cfg LocalConfig) (*Local, error) {
 		wake:     make(chan struct{}, 1),
 		flushReq: make(chan chan struct{}),
 		done:     make(chan struct{}),
+		syncWake: make(chan struct{}, 1),
 	}
 	l.notFull.L = &l.mu
 	w.l = l
@@ -257,7 +289,7 @@ func (l *Local) Log(rec *Record) error {
 	}()
 	line, err := encodeLine(lb.b[:0], rec)
 	if err != nil {
-		return fmt.Errorf("logs: encode %s record %q: %w", rec.Type, rec.ID, err)
+		return &EncodeError{Type: rec.Type, ID: rec.ID, Err: err}
 	}
 	lb.b = line
 
@@ -425,6 +457,11 @@ type writer struct {
 
 	lastReport time.Time // rate limit of error logging
 	suppressed int       // failures not logged since lastReport
+
+	// syncFailure is the first failure since the last sync round: the
+	// next round reports it, since the records it lost may be that
+	// round's.
+	syncFailure error
 }
 
 func (w *writer) run() {
@@ -441,6 +478,11 @@ func (w *writer) run() {
 		case <-w.flushC:
 			w.flushC = nil
 			w.flush()
+		case <-w.l.syncWake:
+			if w.syncRound() {
+				w.shutdown()
+				return
+			}
 		case reply := <-w.l.flushReq:
 			closed := w.drain()
 			w.flush()
@@ -478,6 +520,7 @@ func (w *writer) drain() bool {
 
 func (w *writer) shutdown() {
 	w.closeSegment()
+	w.endSync()
 	if w.suppressed > 0 {
 		w.cfg.Logger.Error("logs: write failures not logged individually", "dir", w.cfg.LogDir, "failures", w.suppressed)
 	}
@@ -581,7 +624,7 @@ func (w *writer) closeSegment() {
 	}
 	s := w.seg
 	w.detach()
-	if err := s.finish(); err != nil {
+	if err := s.finish(w.cfg.SyncReception); err != nil {
 		w.fail(s.path, s.unflushed, err)
 	}
 }
@@ -628,6 +671,9 @@ func (w *writer) fail(path string, records int, err error) {
 		path = w.cfg.LogDir
 	}
 	w.l.addErr(path, records, err)
+	if w.syncFailure == nil {
+		w.syncFailure = &WriteError{Path: path, Records: records, Failures: 1, Err: err}
+	}
 	now := time.Now()
 	if now.Sub(w.lastReport) < time.Second {
 		w.suppressed++

@@ -27,6 +27,27 @@ func (m multi) Log(rec *Record) error {
 	return errors.Join(errs...)
 }
 
+// Syncs implements Syncer: true if any of the sinks syncs t.
+func (m multi) Syncs(t RecordType) bool {
+	for _, s := range m {
+		if Syncs(s, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// Sync implements Syncer: it syncs every sink that implements it.
+func (m multi) Sync(t RecordType) error {
+	var errs []error
+	for _, s := range m {
+		if err := Sync(s, t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (m multi) Close() error {
 	var errs []error
 	for _, s := range m {

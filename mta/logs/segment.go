@@ -38,6 +38,10 @@ type segment struct {
 	// unflushed counts records written since the last successful flush:
 	// the records a failure of this segment may lose.
 	unflushed int
+	// unsynced counts records written since the last fsync (sync.go), and
+	// dirSynced whether the directory entry was fsynced.
+	unsynced  int
+	dirSynced bool
 }
 
 func (s *segment) write(p []byte) error {
@@ -51,7 +55,9 @@ func (s *segment) write(p []byte) error {
 		return fmt.Errorf("write segment %s: %w", s.path, err)
 	}
 	s.written += int64(len(p))
-	s.unflushed += bytes.Count(p, []byte{'\n'})
+	n := bytes.Count(p, []byte{'\n'})
+	s.unflushed += n
+	s.unsynced += n
 	return nil
 }
 
@@ -72,10 +78,11 @@ func (s *segment) flush() error {
 	return nil
 }
 
-// finish completes the zstd frame (or flushes the buffer), closes the file
-// and marks it done. The file is closed and marked even when finishing
-// fails, so a broken segment is not left looking in progress.
-func (s *segment) finish() error {
+// finish completes the zstd frame (or flushes the buffer), fsyncs the
+// file if sync is set, closes it and marks it done. The file is closed
+// and marked even when finishing fails, so a broken segment is not left
+// looking in progress.
+func (s *segment) finish(sync bool) error {
 	var errs []error
 	if s.enc != nil {
 		if err := s.enc.Close(); err != nil {
@@ -83,6 +90,11 @@ func (s *segment) finish() error {
 		}
 	} else if err := s.buf.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("flush segment %s: %w", s.path, err))
+	}
+	if sync && len(errs) == 0 {
+		if err := s.sync(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := s.file.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close segment %s: %w", s.path, err))

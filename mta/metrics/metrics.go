@@ -25,6 +25,14 @@
 //   - mtakit_spool_latency_seconds: storing a reception's messages durably
 //     (from the server's Observer hook).
 //   - mtakit_attempt_count: attempts a message took to its final record.
+//   - mtakit_memory_usage_bytes, mtakit_memory_limit_bytes{limit="hard",
+//     "soft" or "low"}, mtakit_memory_state (0 normal, 1 low, 2 over the
+//     soft limit: load shedding), mtakit_memory_over_limit_total (times
+//     usage crossed the soft limit), mtakit_memory_refused_total
+//     (connections, transactions and injections refused while over it),
+//     mtakit_memory_cache_purged_total (cache entries dropped): the
+//     server's memory monitor (mta.Server.MemoryStatus), KumoMTA's
+//     memory_usage, memory_limit and memory_over_limit_count.
 //   - the Go runtime and process collectors (go_*, process_*).
 //
 // Queue label values are operator-chosen names (tenants, campaigns,
@@ -110,6 +118,13 @@ func (s *sink) Log(rec *logs.Record) error {
 	return s.next.Log(rec)
 }
 
+// Sync passes logs.Syncer on, so durable reception logging
+// (logs.LocalConfig.SyncReception) works through the counting sink.
+func (s *sink) Sync(t logs.RecordType) error { return logs.Sync(s.next, t) }
+
+// Syncs passes logs.Syncer on.
+func (s *sink) Syncs(t logs.RecordType) bool { return logs.Syncs(s.next, t) }
+
 func (s *sink) Close() error { return s.next.Close() }
 
 func (m *Metrics) observe(rec *logs.Record) {
@@ -135,7 +150,7 @@ func (m *Metrics) observe(rec *logs.Record) {
 // and installs m as its Observer for the spool latency. Call it once per
 // Metrics.
 func (m *Metrics) Watch(srv *mta.Server) {
-	m.reg.MustRegister(&queueCollector{srv: srv})
+	m.reg.MustRegister(&queueCollector{srv: srv}, &memoryCollector{srv: srv})
 	srv.SetObserver(m)
 }
 
