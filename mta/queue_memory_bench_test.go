@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,6 +99,11 @@ func queuedMemoryPolicy(ctx context.Context, m *mta.Message) error {
 // spool ("restart", after a GC). The restart runs in a child process (this
 // test binary again) so that nothing of the burst remains.
 //
+// For profiling: MTAKIT_QMEM_SPOOL=dir stores into dir and keeps it;
+// MTAKIT_QMEM_RECOVER=dir MTAKIT_BENCH_QUEUED=n runs only the restart
+// half on it (add -test.cpuprofile, and MTAKIT_QMEM_HEAPPROFILE=file for a
+// heap profile taken after recovery and a GC).
+//
 //	go test -run '^$' -bench QueuedMemory -benchtime 1x -timeout 30m ./mta/
 func BenchmarkQueuedMemory(b *testing.B) {
 	if dir := os.Getenv("MTAKIT_QMEM_RECOVER"); dir != "" {
@@ -119,6 +125,10 @@ func BenchmarkQueuedMemory(b *testing.B) {
 	}
 	for range b.N {
 		spoolDir := filepath.Join(dir, fmt.Sprintf("spool-%d", time.Now().UnixNano()))
+		keep := os.Getenv("MTAKIT_QMEM_SPOOL") // keep the spool there, for profiling the restart again
+		if keep != "" {
+			spoolDir = keep
+		}
 		runtime.GC()
 		before := readProcMem(b)
 		data, meta, err := badgerspool.OpenPair(spoolDir, badgerspool.Options{Logger: quietLogger()})
@@ -184,7 +194,9 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		b.ReportMetric(float64(restart.anon), "restart-gc-anon-B/msg")
 		b.ReportMetric(float64(restart.heap), "restart-heap-B/msg")
 		b.ReportMetric(rate, "recover-msgs/s")
-		os.RemoveAll(spoolDir)
+		if keep == "" {
+			os.RemoveAll(spoolDir)
+		}
 	}
 }
 
@@ -215,6 +227,16 @@ func queuedMemoryRecoverChild(b *testing.B, dir string) {
 	raw := readProcMem(b).perMsg(before, n)
 	runtime.GC()
 	gc := readProcMem(b).perMsg(before, n)
+	if p := os.Getenv("MTAKIT_QMEM_HEAPPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
 	fmt.Printf("qmem-restart rate=%g raw: %v gc: %v\n", rate, raw, gc)
 }
 
