@@ -99,7 +99,8 @@ func queuedMemoryPolicy(ctx context.Context, m *mta.Message) error {
 // spool ("restart", after a GC). The restart runs in a child process (this
 // test binary again) so that nothing of the burst remains.
 //
-// For profiling: MTAKIT_QMEM_SPOOL=dir stores into dir and keeps it;
+// For profiling: MTAKIT_QMEM_SPOOL=dir stores into dir and keeps it (no
+// restart then);
 // MTAKIT_QMEM_RECOVER=dir MTAKIT_BENCH_QUEUED=n runs only the restart
 // half on it (add -test.cpuprofile, and MTAKIT_QMEM_HEAPPROFILE=file for a
 // heap profile taken after recovery and a GC).
@@ -160,6 +161,13 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		burstGC := readProcMem(b).perMsg(before, n)
 		if err := srv.Close(); err != nil {
 			b.Fatal(err)
+		}
+		if keep != "" {
+			b.Logf("%d messages accepted at %.0f msgs/s", n, float64(n)/accepted.Seconds())
+			b.Logf("per queued message, burst (2 s after):  %v", burst)
+			b.Logf("per queued message, burst after GC:     %v", burstGC)
+			b.Logf("spool kept in %s; restart not measured", keep)
+			continue
 		}
 
 		// The child inherits the environment plus the spool to recover.
