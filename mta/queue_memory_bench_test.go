@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -251,8 +253,21 @@ func queuedMemoryRecoverChild(b *testing.B, dir string) {
 // sendQueuedMemoryLoad sends n messages over conns STARTTLS connections,
 // one recipient each, spread over 50 domains.
 func sendQueuedMemoryLoad(b *testing.B, addr string, conns, n int) {
-	line := strings.Repeat("z", 76) + "\r\n"
-	filler := strings.Repeat(line, 1900/78)
+	// Bodies are base64 of random bytes, as incompressible as most mail;
+	// 64 variants keep the sender cheap.
+	var fillers [64]string
+	for i := range fillers {
+		raw := make([]byte, 1400)
+		rand.Read(raw)
+		enc := base64.StdEncoding.EncodeToString(raw)
+		var sb strings.Builder
+		for len(enc) > 76 {
+			sb.WriteString(enc[:76] + "\r\n")
+			enc = enc[76:]
+		}
+		sb.WriteString(enc + "\r\n")
+		fillers[i] = sb.String()
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
 	for c := range conns {
@@ -272,7 +287,7 @@ func sendQueuedMemoryLoad(b *testing.B, addr string, conns, n int) {
 			for i := range cn {
 				rcpt := fmt.Sprintf("user%d@domain%d.example", i, (c*cn+i)%50)
 				msg.Reset()
-				fmt.Fprintf(&msg, "From: news@sender.example\r\nTo: <%s>\r\nSubject: Offer %d for you\r\nMessage-ID: <%d.%d@sender.example>\r\n\r\n%s", rcpt, i%100, c, i, filler)
+				fmt.Fprintf(&msg, "From: news@sender.example\r\nTo: <%s>\r\nSubject: Offer %d for you\r\nMessage-ID: <%d.%d@sender.example>\r\n\r\n%s", rcpt, i%100, c, i, fillers[(c+i)%len(fillers)])
 				if err := cl.SendMail(fmt.Sprintf("bounce-%d@sender.example", c), []string{rcpt}, bytes.NewReader(msg.Bytes())); err != nil {
 					errs <- fmt.Errorf("message %d on connection %d: %w", i, c, err)
 					return
