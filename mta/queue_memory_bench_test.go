@@ -105,7 +105,8 @@ func queuedMemoryPolicy(ctx context.Context, m *mta.Message) error {
 // restart then);
 // MTAKIT_QMEM_RECOVER=dir MTAKIT_BENCH_QUEUED=n runs only the restart
 // half on it (add -test.cpuprofile, and MTAKIT_QMEM_HEAPPROFILE=file for a
-// heap profile taken after recovery and a GC).
+// heap profile taken after recovery and a GC); MTAKIT_QMEM_BURSTPROFILE=file
+// writes one after the burst and a GC.
 //
 //	go test -run '^$' -bench QueuedMemory -benchtime 1x -timeout 30m ./mta/
 func BenchmarkQueuedMemory(b *testing.B) {
@@ -161,6 +162,7 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		burst := readProcMem(b).perMsg(before, n)
 		runtime.GC()
 		burstGC := readProcMem(b).perMsg(before, n)
+		writeHeapProfile(b, os.Getenv("MTAKIT_QMEM_BURSTPROFILE"))
 		if err := srv.Close(); err != nil {
 			b.Fatal(err)
 		}
@@ -237,17 +239,23 @@ func queuedMemoryRecoverChild(b *testing.B, dir string) {
 	raw := readProcMem(b).perMsg(before, n)
 	runtime.GC()
 	gc := readProcMem(b).perMsg(before, n)
-	if p := os.Getenv("MTAKIT_QMEM_HEAPPROFILE"); p != "" {
-		f, err := os.Create(p)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		f.Close()
-	}
+	writeHeapProfile(b, os.Getenv("MTAKIT_QMEM_HEAPPROFILE"))
 	fmt.Printf("qmem-restart rate=%g raw: %v gc: %v\n", rate, raw, gc)
+}
+
+// writeHeapProfile writes a heap profile to path, if set.
+func writeHeapProfile(tb testing.TB, path string) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // sendQueuedMemoryLoad sends n messages over conns STARTTLS connections,
