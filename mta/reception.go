@@ -185,9 +185,10 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		return nil, err
 	}
 	type stored struct {
-		m    *Message
-		meta *storedMeta
-		size int
+		m       *Message
+		queued  *queuedMessage
+		headers map[string]any
+		size    int
 	}
 	out := make([]stored, 0, len(r.batches))
 	storeStart := time.Now() // preparing and storing overlap: both are timed
@@ -211,11 +212,20 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 			break
 		}
 		meta := &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
-		out = append(out, stored{m: m, meta: meta, size: m.size()})
+		qm, err := newQueuedMessage(m.id, meta)
+		if err != nil {
+			// Meta a hook set that has no JSON form (NaN, a channel):
+			// refuse as a spool failure, as before.
+			mu.Lock()
+			storeErr = errors.Join(storeErr, err)
+			mu.Unlock()
+			break
+		}
+		out = append(out, stored{m: m, queued: qm, headers: meta.Headers, size: m.size()})
 		window <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-window }()
-			if err := s.store(ctx, m, meta); err != nil {
+			if err := s.store(ctx, m, qm.encode()); err != nil {
 				mu.Lock()
 				storeErr = errors.Join(storeErr, err)
 				mu.Unlock()
@@ -240,9 +250,8 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	now := time.Now()
 	for i, st := range out {
 		ids[i] = st.m.id
-		qm := &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
-		s.logReception(r, st.m, st.size, qm.queue, st.meta, now)
-		s.sched.add(qm)
+		s.logReception(r, st.m, st.size, st.queued.queue, st.headers, now)
+		s.sched.add(st.queued)
 	}
 	return ids, nil
 }
@@ -280,14 +289,11 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 	return m, nil
 }
 
-// store writes data and meta concurrently, halving the time to durability.
-// A crash between the two leaves meta without data or data without meta;
-// neither was acknowledged, and recovery discards the former.
-func (s *Server) store(ctx context.Context, m *Message, meta *storedMeta) error {
-	b, err := encodeMeta(meta)
-	if err != nil {
-		return fmt.Errorf("mta: encode meta %s: %w", m.id, err)
-	}
+// store writes data and meta (the encoded entry b) concurrently, halving
+// the time to durability. A crash between the two leaves meta without data
+// or data without meta; neither was acknowledged, and recovery discards the
+// former.
+func (s *Server) store(ctx context.Context, m *Message, b []byte) error {
 	var dataErr error
 	var wg sync.WaitGroup
 	data := m.Data()
@@ -309,7 +315,7 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) {
+func (s *Server) logReception(r *reception, m *Message, size int, queue string, headers map[string]any, now time.Time) {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
@@ -323,7 +329,7 @@ func (s *Server) logReception(r *reception, m *Message, size int, queue string, 
 		ReceptionProtocol:    ptr(r.protocol),
 		NodeID:               s.nodeID,
 		Meta:                 s.recordMeta(m.meta),
-		Headers:              meta.Headers,
+		Headers:              headers,
 	}
 	if r.session != nil {
 		rec.PeerAddress = &logs.PeerAddress{Name: r.session.EHLO, Addr: r.session.PeerAddr.Addr().String()}

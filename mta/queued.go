@@ -1,0 +1,223 @@
+package mta
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"time"
+	"unique"
+
+	"github.com/mtakit/mtakit/spool"
+)
+
+// This file holds the accessors of queuedMessage: its envelope, metadata
+// and log headers are kept packed (see meta.go) and decoded when asked
+// for. The packed form is validated when the message is made, so reading
+// it cannot fail; a failure would be a bug in this package, and panics
+// rather than deliver to, or forget, the wrong recipients.
+
+// newQueuedMessage makes the queued message for meta (due time and
+// attempts included), as the spool holds it.
+func newQueuedMessage(id spool.ID, sm *storedMeta) (*queuedMessage, error) {
+	packed, err := appendPacked(nil, sm)
+	if err != nil {
+		return nil, fmt.Errorf("mta: encode meta %s: %w", id, err)
+	}
+	m := &queuedMessage{id: id, packed: packed, attempts: clampAttempts(sm.NumAttempts)}
+	m.setDue(sm.Due)
+	m.queue = internQueue(packedQueueName(packed))
+	return m, nil
+}
+
+// queuedFromSpool makes the queued message for a meta spool entry of
+// either version, keeping b (which the caller gives up) when it is
+// version 2.
+func queuedFromSpool(id spool.ID, b []byte) (*queuedMessage, error) {
+	if len(b) == 0 || b[0] != metaVersionBinary {
+		sm, err := decodeMeta(id, b)
+		if err != nil {
+			return nil, err
+		}
+		return newQueuedMessage(id, sm)
+	}
+	due, attempts, packed, err := splitSched(b)
+	if err == nil {
+		err = validatePacked(packed)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mta: decode meta %s: %w", id, err)
+	}
+	m := &queuedMessage{id: id, packed: packed, attempts: clampAttempts(attempts)}
+	m.setDue(due)
+	m.queue = internQueue(packedQueueName(packed))
+	return m, nil
+}
+
+// internQueue returns the canonical copy of a queue name, so that the
+// messages of one queue share one string.
+func internQueue(q string) string { return unique.Make(q).Value() }
+
+func clampAttempts(n int) int32 { return int32(min(max(n, 0), math.MaxInt32)) }
+
+// encode returns the meta spool entry for m: its scheduling state and
+// packed part.
+func (m *queuedMessage) encode() []byte {
+	b := make([]byte, 0, 24+len(m.packed))
+	b = appendSched(b, m.dueTime(), int(m.attempts))
+	return append(b, m.packed...)
+}
+
+// dueTime returns when m is due; the zero time means at once.
+func (m *queuedMessage) dueTime() time.Time {
+	if m.due == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, m.due)
+}
+
+// setDue sets when m is due. Times beyond what Unix nanoseconds hold
+// (years before 1678 or after 2262) are clamped.
+func (m *queuedMessage) setDue(t time.Time) {
+	switch {
+	case t.IsZero():
+		m.due = 0
+	case t.Before(time.Unix(0, math.MinInt64+1)):
+		m.due = math.MinInt64 + 1
+	case t.After(time.Unix(0, math.MaxInt64)):
+		m.due = math.MaxInt64
+	default:
+		m.due = t.UnixNano()
+		if m.due == 0 { // the epoch itself; 0 means "at once"
+			m.due = 1
+		}
+	}
+}
+
+func (m *queuedMessage) numAttempts() int { return int(m.attempts) }
+
+// sender returns the envelope sender.
+func (m *queuedMessage) sender() string {
+	_, s, _, _ := skipToMeta(m.packed)
+	return string(s)
+}
+
+// recipients returns the recipients still to deliver; the slice is the
+// caller's.
+func (m *queuedMessage) recipients() []string {
+	r := metaReader{b: m.packed}
+	if r.byte()&packedHasBody != 0 {
+		r.take(16)
+	}
+	r.bytes() // sender
+	out := make([]string, r.count(1))
+	for i := range out {
+		out[i] = string(r.bytes())
+	}
+	m.mustBeValid(r.err)
+	return out
+}
+
+// bodyID returns the shared body record the message refers to (see
+// storedMeta.Body); zero when its own data record is complete.
+func (m *queuedMessage) bodyID() spool.ID {
+	if len(m.packed) > 16 && m.packed[0]&packedHasBody != 0 {
+		return spool.ID(m.packed[1:17])
+	}
+	return spool.ID{}
+}
+
+// metaValue returns the meta value for key, decoded as from JSON.
+func (m *queuedMessage) metaValue(key string) (any, bool) { return lookupPacked(m.packed, key) }
+
+// metaString returns the meta value for key if it is a string.
+func (m *queuedMessage) metaString(key string) string {
+	v, _ := lookupPacked(m.packed, key)
+	s, _ := v.(string)
+	return s
+}
+
+// pickMeta returns the meta values of keys that are set, for a log record.
+func (m *queuedMessage) pickMeta(keys []string) map[string]any {
+	out := make(map[string]any, len(keys))
+	if len(keys) == 0 {
+		return out
+	}
+	r, _, _, _ := skipToMeta(m.packed)
+	for range r.count(2) {
+		known, lit := r.key()
+		kind, payload := r.rawValue()
+		name := known
+		if name == "" {
+			name = string(lit)
+		}
+		for _, k := range keys {
+			if k == name {
+				out[k] = decodeValue(kind, payload)
+			}
+		}
+	}
+	m.mustBeValid(r.err)
+	return out
+}
+
+// stored returns m decoded: envelope, meta, headers and scheduling state.
+func (m *queuedMessage) stored() *storedMeta {
+	sm := unpack(m.packed)
+	sm.Version, sm.Due, sm.NumAttempts = metaVersionBinary, m.dueTime(), int(m.attempts)
+	return sm
+}
+
+// headers returns the log header values captured at reception; nil when
+// there are none.
+func (m *queuedMessage) headers() map[string]any {
+	r, _, _, _ := skipToMeta(m.packed)
+	for range r.count(2) { // skip the meta
+		r.key()
+		r.rawValue()
+	}
+	h := readMap(&r)
+	m.mustBeValid(r.err)
+	return h
+}
+
+// message returns a Message with m's envelope and a copy of its meta, as
+// the policy hooks and QueueName see it.
+func (m *queuedMessage) message() *Message {
+	sm := unpack(m.packed)
+	if sm.Meta == nil {
+		sm.Meta = map[string]any{}
+	}
+	return &Message{id: m.id, sender: sm.Sender, recipients: sm.Recipients, meta: sm.Meta}
+}
+
+// setRecipients replaces the recipients still to deliver.
+func (m *queuedMessage) setRecipients(rcpts []string) error {
+	sm := unpack(m.packed)
+	sm.Recipients = rcpts
+	return m.repack(sm)
+}
+
+// mergeMeta sets the meta values in set (as maps.Copy would).
+func (m *queuedMessage) mergeMeta(set map[string]any) error {
+	sm := unpack(m.packed)
+	if sm.Meta == nil {
+		sm.Meta = make(map[string]any, len(set))
+	}
+	maps.Copy(sm.Meta, set)
+	return m.repack(sm)
+}
+
+func (m *queuedMessage) repack(sm *storedMeta) error {
+	p, err := appendPacked(nil, sm)
+	if err != nil {
+		return fmt.Errorf("mta: encode meta %s: %w", m.id, err)
+	}
+	m.packed = p
+	return nil
+}
+
+func (m *queuedMessage) mustBeValid(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("mta: internal: packed meta of queued message %s unreadable: %v", m.id, err))
+	}
+}
