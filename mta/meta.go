@@ -105,6 +105,12 @@ var knownKeyCode = func() map[string]uint64 {
 	return m
 }()
 
+// Due times are years 1 to 9999, as RFC 3339 in the JSON form had them.
+var (
+	minDueSec = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	maxDueSec = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC).Unix()
+)
+
 // maxSafeInt is 2^53: integers below it in magnitude are exact in a float64.
 const maxSafeInt = 1 << 53
 
@@ -118,7 +124,7 @@ func encodeMeta(m *storedMeta) ([]byte, error) {
 // appendSched appends the version byte and the scheduling state.
 func appendSched(b []byte, due time.Time, attempts int) []byte {
 	b = append(b, metaVersionBinary)
-	b = binary.AppendUvarint(b, uint64(max(attempts, 0)))
+	b = binary.AppendUvarint(b, uint64(clampAttempts(attempts)))
 	if due.IsZero() {
 		return append(b, 0)
 	}
@@ -318,6 +324,9 @@ func splitSched(b []byte) (due time.Time, attempts int, packed []byte, err error
 		if nsec >= 1e9 {
 			r.fail("due nanoseconds %d out of range", nsec)
 		}
+		if sec < minDueSec || sec > maxDueSec {
+			r.fail("due %d s out of range", sec)
+		}
 		due = time.Unix(sec, int64(nsec))
 	default:
 		r.fail("due tag %d", tag)
@@ -395,19 +404,27 @@ func (r *metaReader) count(min int) int {
 
 func (r *metaReader) bytes() []byte { return r.take(r.uvarint()) }
 
-// key returns a known key's name, or the bytes of a literal one.
-func (r *metaReader) key() (known string, literal []byte) {
+// key returns a known key's name, or the bytes of a literal one (isLit).
+func (r *metaReader) key() (known string, lit []byte, isLit bool) {
 	c := r.uvarint()
 	switch {
 	case r.err != nil:
-		return "", nil
+		return "", nil, false
 	case c == 0:
-		return "", r.bytes()
+		return "", r.bytes(), true
 	case c > uint64(len(knownKeys)):
 		r.fail("unknown key code %d", c)
-		return "", nil
+		return "", nil, false
 	}
-	return knownKeys[c-1], nil
+	return knownKeys[c-1], nil, false
+}
+
+// name returns the key read by key as a string.
+func keyName(known string, lit []byte, isLit bool) string {
+	if isLit {
+		return string(lit)
+	}
+	return known
 }
 
 // rawValue returns a value's kind and payload without decoding it.
@@ -474,8 +491,15 @@ func validatePacked(p []byte) error {
 	for range 2 { // meta, headers
 		for range r.count(2) {
 			r.key()
-			if kind, payload := r.rawValue(); kind == kindJSON && r.err == nil && !json.Valid(payload) {
+			kind, payload := r.rawValue()
+			switch {
+			case r.err != nil:
+			case kind == kindJSON && !json.Valid(payload):
 				r.fail("invalid JSON value")
+			case kind == kindFloat:
+				if f := math.Float64frombits(binary.LittleEndian.Uint64(payload)); math.IsNaN(f) || math.IsInf(f, 0) {
+					r.fail("number %v", f)
+				}
 			}
 		}
 	}
@@ -511,11 +535,7 @@ func readMap(r *metaReader) map[string]any {
 	}
 	out := make(map[string]any, n)
 	for range n {
-		known, lit := r.key()
-		if known == "" {
-			known = string(lit)
-		}
-		out[known] = decodeValue(r.rawValue())
+		out[keyName(r.key())] = decodeValue(r.rawValue())
 	}
 	return out
 }
@@ -546,9 +566,9 @@ func lookupPacked(p []byte, key string) (any, bool) {
 	var payload []byte
 	found := false
 	for range r.count(2) {
-		known, lit := r.key()
+		known, lit, isLit := r.key()
 		k, v := r.rawValue()
-		if known == key || (known == "" && string(lit) == key) {
+		if isLit && string(lit) == key || !isLit && known == key {
 			kind, payload, found = k, v, true
 		}
 	}
@@ -564,13 +584,10 @@ func packedQueueName(p []byte) string {
 	r, _, first, _ := skipToMeta(p)
 	var queue, campaign, tenant, routing string
 	for range r.count(2) {
-		known, lit := r.key()
+		name := keyName(r.key())
 		kind, v := r.rawValue()
-		if known == "" {
-			known = string(lit)
-		}
 		var dst *string
-		switch known {
+		switch name {
 		case MetaQueue:
 			dst = &queue
 		case MetaCampaign:

@@ -144,12 +144,8 @@ func (m *queuedMessage) pickMeta(keys []string) map[string]any {
 	}
 	r, _, _, _ := skipToMeta(m.packed)
 	for range r.count(2) {
-		known, lit := r.key()
+		name := keyName(r.key())
 		kind, payload := r.rawValue()
-		name := known
-		if name == "" {
-			name = string(lit)
-		}
 		for _, k := range keys {
 			if k == name {
 				out[k] = decodeValue(kind, payload)
