@@ -29,6 +29,7 @@ import (
 // runtime see it.
 type procMem struct {
 	rss, anon, file int64 // VmRSS, RssAnon, RssFile in bytes
+	hwm             int64 // VmHWM: peak VmRSS
 	heap            int64 // runtime HeapAlloc
 	sys             int64 // runtime Sys
 }
@@ -52,6 +53,8 @@ func readProcMem(tb testing.TB) procMem {
 			continue
 		}
 		switch name {
+		case "VmHWM":
+			pm.hwm = kb << 10
 		case "VmRSS":
 			pm.rss = kb << 10
 		case "RssAnon":
@@ -71,12 +74,12 @@ func (pm procMem) perMsg(before procMem, n int) procMem {
 	d := int64(n)
 	return procMem{
 		rss: (pm.rss - before.rss) / d, anon: (pm.anon - before.anon) / d, file: (pm.file - before.file) / d,
-		heap: (pm.heap - before.heap) / d, sys: (pm.sys - before.sys) / d,
+		heap: (pm.heap - before.heap) / d, sys: (pm.sys - before.sys) / d, hwm: (pm.hwm - before.rss) / d,
 	}
 }
 
 func (pm procMem) String() string {
-	return fmt.Sprintf("rss=%d anon=%d file=%d heap=%d sys=%d", pm.rss, pm.anon, pm.file, pm.heap, pm.sys)
+	return fmt.Sprintf("rss=%d anon=%d file=%d heap=%d sys=%d peak=%d", pm.rss, pm.anon, pm.file, pm.heap, pm.sys, pm.hwm)
 }
 
 // queuedMemoryPolicy sets what a MessageReceived policy typically adds:
@@ -96,7 +99,8 @@ func queuedMemoryPolicy(ctx context.Context, m *mta.Message) error {
 // tls fields), a policy adding tenant and campaign, and Subject and
 // Message-ID captured for the logs, into a durable badger spool pair with
 // delivery held. It reports, per queued message, the growth of VmRSS,
-// RssAnon, RssFile and the Go heap: 2 s after the last 250 ("burst"),
+// RssAnon, RssFile and the Go heap (and the peak, VmHWM, over the
+// process's RSS before): 2 s after the last 250 ("burst"),
 // after a GC ("burst-gc"), and in a fresh process that recovered the
 // spool ("restart", after a GC). The restart runs in a child process (this
 // test binary again) so that nothing of the burst remains.
@@ -185,9 +189,9 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		var rate float64
 		for line := range strings.Lines(string(out)) {
 			if rest, ok := strings.CutPrefix(line, "qmem-restart "); ok {
-				fmt.Sscanf(rest, "rate=%g raw: rss=%d anon=%d file=%d heap=%d sys=%d gc: rss=%d anon=%d file=%d heap=%d sys=%d", &rate,
-					&restartRaw.rss, &restartRaw.anon, &restartRaw.file, &restartRaw.heap, &restartRaw.sys,
-					&restart.rss, &restart.anon, &restart.file, &restart.heap, &restart.sys)
+				fmt.Sscanf(rest, "rate=%g raw: rss=%d anon=%d file=%d heap=%d sys=%d peak=%d gc: rss=%d anon=%d file=%d heap=%d sys=%d peak=%d", &rate,
+					&restartRaw.rss, &restartRaw.anon, &restartRaw.file, &restartRaw.heap, &restartRaw.sys, &restartRaw.hwm,
+					&restart.rss, &restart.anon, &restart.file, &restart.heap, &restart.sys, &restart.hwm)
 			}
 		}
 		if rate == 0 {
@@ -200,6 +204,7 @@ func BenchmarkQueuedMemory(b *testing.B) {
 		b.Logf("per queued message, restart after GC:   %v", restart)
 		b.ReportMetric(float64(burst.rss), "burst-rss-B/msg")
 		b.ReportMetric(float64(burst.anon), "burst-anon-B/msg")
+		b.ReportMetric(float64(burst.hwm), "burst-peak-B/msg")
 		b.ReportMetric(float64(burstGC.anon), "burst-gc-anon-B/msg")
 		b.ReportMetric(float64(burstGC.heap), "heap-B/msg")
 		b.ReportMetric(float64(restartRaw.rss), "restart-rss-B/msg")
