@@ -2,6 +2,9 @@ package mta_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -10,29 +13,41 @@ import (
 )
 
 // BenchmarkRecovery measures New on a badger spool pair holding 50 000
-// queued messages (meta as reception writes it): the start-up cost of
-// recovering a large queue.
+// queued messages (MTAKIT_BENCH_RECOVER to change), with the meta an ESMTP
+// reception writes (session, TLS, tenant and campaign, two log headers):
+// the start-up cost of recovering a large queue.
 //
 //	go test -run '^$' -bench Recovery -benchtime 3x ./mta/
 func BenchmarkRecovery(b *testing.B) {
-	const n = 50000
+	n := 50000
+	if s := os.Getenv("MTAKIT_BENCH_RECOVER"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 100 || n%100 != 0 {
+			b.Fatalf("MTAKIT_BENCH_RECOVER=%q: want a multiple of 100", s)
+		}
+	}
 	dir := b.TempDir()
 	data, meta, err := badgerspool.OpenPair(dir, badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := mta.New(mta.Options{DataSpool: data, MetaSpool: meta, Logger: quietLogger(), HoldDelivery: true, Resolver: testResolver(b)})
+	srv, err := mta.New(mta.Options{DataSpool: data, MetaSpool: meta, Logger: quietLogger(), HoldDelivery: true, Resolver: testResolver(b),
+		LogHeaders: []string{"Subject", "Message-ID"}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := []byte("From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n")
+	body := []byte("From: a@example.com\r\nSubject: Offer for you\r\nMessage-ID: <1234.5678@sender.example>\r\n\r\nbody\r\n")
 	for i := 0; i < n; i += 100 {
 		rcpts := make([]string, 100)
 		for j := range rcpts {
-			rcpts[j] = "r@example.net"
+			rcpts[j] = fmt.Sprintf("user%d@domain%d.example", i+j, j%50)
 		}
-		if _, err := srv.Inject(context.Background(), &mta.Submission{Sender: "a@example.com", Recipients: rcpts, Data: body,
-			Meta: map[string]any{"received_from": "127.0.0.1:45678", "received_via": "127.0.0.1:2525", "hostname": "mx.test", "ehlo_domain": "client.test"}}); err != nil {
+		if _, err := srv.Inject(context.Background(), &mta.Submission{Sender: "bounce-1@sender.example", Recipients: rcpts, Data: body,
+			Meta: map[string]any{
+				mta.MetaReceptionProtocol: "ESMTP", mta.MetaReceivedFrom: fmt.Sprintf("127.0.0.1:%d", 1024+i/100%60000), mta.MetaReceivedVia: "127.0.0.1:2525",
+				mta.MetaHostname: "mx.test", mta.MetaEHLODomain: "client.test", mta.MetaTLSCipher: "TLS_AES_128_GCM_SHA256", mta.MetaTLSVersion: "TLSv1.3",
+				mta.MetaTenant: fmt.Sprintf("tenant-%d", i/100%10), mta.MetaCampaign: fmt.Sprintf("campaign-%d", i/100%7),
+			}}); err != nil {
 			b.Fatal(err)
 		}
 	}
