@@ -110,10 +110,7 @@ func (s *Server) settle(m *queuedMessage, o *attemptOutcome, replies []reply) {
 		s.retire(m)
 		return
 	}
-	if err := m.setRecipients(retry); err != nil {
-		// Cannot happen: the recipients were encoded before. Retry them all.
-		s.log.Error("update recipients after transient failure", "id", m.id, "err", err)
-	}
+	m.setRecipients(retry)
 	m.attempts = clampAttempts(attempts)
 	m.setDue(due)
 	if err := s.storeMeta(m); err != nil {

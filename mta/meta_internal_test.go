@@ -458,3 +458,65 @@ func normalise(sm *storedMeta) *storedMeta {
 	}
 	return &c
 }
+
+// TestQueuedMessageUpdates checks the changes delivery and rebind make to
+// a queued message: recipients, meta and due time, and that what is
+// spooled afterwards decodes to the changed message.
+func TestQueuedMessageUpdates(t *testing.T) {
+	for _, name := range []string{"esmtp", "body and due", "empty", "unicode"} {
+		t.Run(name, func(t *testing.T) {
+			sm := metaCases(t)[name]
+			m, err := newQueuedMessage(spool.ID{9}, sm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := *sm
+			want.Recipients = []string{"left@x.example", "ü@y.example"}
+			queue := m.queue
+			m.setRecipients(want.Recipients)
+			if m.queue != queue {
+				t.Errorf("queue changed to %q with the recipients", m.queue)
+			}
+			// The queue stays (it was chosen by the first recipient at
+			// reception); checkQueued computes it from the new ones.
+			m.queue = (&Message{recipients: want.Recipients, meta: nilToEmpty(want.Meta)}).QueueName()
+			checkQueued(t, m, &want)
+
+			set := map[string]any{MetaQueue: "moved", "x_n": int64(5), MetaTenant: nil}
+			if err := m.mergeMeta(set); err != nil {
+				t.Fatal(err)
+			}
+			want.Meta = map[string]any{}
+			for k, v := range sm.Meta {
+				want.Meta[k] = v
+			}
+			want.Meta[MetaQueue], want.Meta["x_n"], want.Meta[MetaTenant] = "moved", 5.0, nil
+			if packedQueueName(m.packed) != "moved" {
+				t.Errorf("queue after merge %q", packedQueueName(m.packed))
+			}
+			m.queue = "moved"
+			checkQueued(t, m, &want)
+
+			for _, due := range []time.Time{{}, time.Unix(0, 0), time.Date(2027, 1, 1, 0, 0, 0, 5, time.UTC)} {
+				m.setDue(due)
+				want.Due = due
+				if due.Equal(time.Unix(0, 0)) {
+					want.Due = time.Unix(0, 1) // the epoch itself would read as "at once"
+				}
+				got, err := decodeMeta(m.id, m.encode())
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkDecoded(t, got, &want)
+			}
+			m.setDue(time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC))
+			if y := m.dueTime().Year(); y != 2262 {
+				t.Errorf("due in year 3000 clamped to %d, want 2262", y)
+			}
+			m.setDue(time.Now().Add(-time.Hour))
+			if m.due == 0 || !m.dueTime().Before(time.Now()) {
+				t.Errorf("due an hour ago reads %v", m.dueTime())
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package mta
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math"
@@ -186,11 +187,27 @@ func (m *queuedMessage) message() *Message {
 	return &Message{id: m.id, sender: sm.Sender, recipients: sm.Recipients, meta: sm.Meta}
 }
 
-// setRecipients replaces the recipients still to deliver.
-func (m *queuedMessage) setRecipients(rcpts []string) error {
-	sm := unpack(m.packed)
-	sm.Recipients = rcpts
-	return m.repack(sm)
+// setRecipients replaces the recipients still to deliver. The rest of
+// the packed form is copied as it is.
+func (m *queuedMessage) setRecipients(rcpts []string) {
+	r := metaReader{b: m.packed}
+	if r.byte()&packedHasBody != 0 {
+		r.take(16)
+	}
+	r.bytes() // sender
+	head := m.packed[:len(m.packed)-len(r.b)]
+	for range r.count(1) {
+		r.bytes()
+	}
+	m.mustBeValid(r.err)
+	tail := r.b
+	p := make([]byte, 0, len(head)+len(tail)+len(rcpts)*32)
+	p = append(p, head...)
+	p = binary.AppendUvarint(p, uint64(len(rcpts)))
+	for _, rc := range rcpts {
+		p = appendString(p, rc)
+	}
+	m.packed = append(p, tail...)
 }
 
 // mergeMeta sets the meta values in set (as maps.Copy would).
