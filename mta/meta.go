@@ -561,10 +561,16 @@ func skipToMeta(p []byte) (r metaReader, sender []byte, firstRcpt []byte, nrcpt 
 // lookupPacked returns the meta value for key in a validated packed part;
 // like a decoded map, the last entry of a key counts.
 func lookupPacked(p []byte, key string) (any, bool) {
+	kind, payload, found := lookupRaw(p, key)
+	if !found {
+		return nil, false
+	}
+	return decodeValue(kind, payload), true
+}
+
+// lookupRaw is lookupPacked without decoding the value.
+func lookupRaw(p []byte, key string) (kind byte, payload []byte, found bool) {
 	r, _, _, _ := skipToMeta(p)
-	var kind byte
-	var payload []byte
-	found := false
 	for range r.count(2) {
 		known, lit, isLit := r.key()
 		k, v := r.rawValue()
@@ -572,10 +578,7 @@ func lookupPacked(p []byte, key string) (any, bool) {
 			kind, payload, found = k, v, true
 		}
 	}
-	if !found {
-		return nil, false
-	}
-	return decodeValue(kind, payload), true
+	return kind, payload, found
 }
 
 // packedQueueName is Message.QueueName for a validated packed part,
@@ -599,9 +602,14 @@ func packedQueueName(p []byte) string {
 		default:
 			continue
 		}
-		*dst = "" // the last entry counts; a value that is not a string counts as ""
-		if kind == kindString {
+		// The last entry counts; a value that is not a string counts as "",
+		// one that JSON made a string of (a time, say) as that string.
+		*dst = ""
+		switch kind {
+		case kindString:
 			*dst = string(v)
+		case kindJSON:
+			*dst, _ = decodeValue(kind, v).(string)
 		}
 	}
 	if queue != "" {

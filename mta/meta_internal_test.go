@@ -520,3 +520,66 @@ func TestQueuedMessageUpdates(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkQueuedDeliveryReads measures what one delivery attempt reads
+// from a queued message's packed meta (envelope, routing domain, one log
+// record's meta, headers and reception protocol), against the decoded
+// struct it replaced.
+//
+//	go test -run '^$' -bench QueuedDeliveryReads ./mta/
+func BenchmarkQueuedDeliveryReads(b *testing.B) {
+	sm := metaCases(b)["esmtp"]
+	logMeta := []string{MetaTenant, MetaCampaign}
+	b.Run("packed", func(b *testing.B) {
+		m, err := newQueuedMessage(spool.ID{1}, sm)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for range b.N {
+			_, _ = m.sender(), m.recipients()
+			_ = m.metaString(MetaRoutingDomain)
+			_, _ = m.pickMeta(logMeta), m.headers()
+			_ = m.metaString(MetaReceptionProtocol)
+		}
+	})
+	b.Run("decoded", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			_, _ = sm.Sender, sm.Recipients
+			_, _ = sm.Meta[MetaRoutingDomain].(string)
+			out := make(map[string]any, len(logMeta))
+			for _, k := range logMeta {
+				if v, ok := sm.Meta[k]; ok {
+					out[k] = v
+				}
+			}
+			_, _ = out, sm.Headers
+			_, _ = sm.Meta[MetaReceptionProtocol].(string)
+		}
+	})
+}
+
+// TestQueueNameFromJSONValue: a queue-naming meta value of a type JSON
+// turns into a string names the queue as that string, at reception and
+// after a restart alike (before, only the restart saw it).
+func TestQueueNameFromJSONValue(t *testing.T) {
+	type tenantName string
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	sm := &storedMeta{Recipients: []string{"r@Dest.example"}, Meta: map[string]any{MetaTenant: tenantName("acme"), MetaCampaign: when}}
+	m, err := newQueuedMessage(spool.ID{1}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "2026-01-02T03:04:05Z:acme@dest.example"
+	if m.queue != want {
+		t.Errorf("queue %q, want %q", m.queue, want)
+	}
+	r, err := queuedFromSpool(spool.ID{1}, m.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.queue != want {
+		t.Errorf("after a restart: queue %q, want %q", r.queue, want)
+	}
+}

@@ -132,9 +132,14 @@ func (m *queuedMessage) metaValue(key string) (any, bool) { return lookupPacked(
 
 // metaString returns the meta value for key if it is a string.
 func (m *queuedMessage) metaString(key string) string {
-	v, _ := lookupPacked(m.packed, key)
-	s, _ := v.(string)
-	return s
+	switch kind, payload, _ := lookupRaw(m.packed, key); kind {
+	case kindString:
+		return string(payload)
+	case kindJSON: // a value that JSON made a string of (a time, say)
+		s, _ := decodeValue(kind, payload).(string)
+		return s
+	}
+	return ""
 }
 
 // pickMeta returns the meta values of keys that are set, for a log record.
@@ -145,10 +150,10 @@ func (m *queuedMessage) pickMeta(keys []string) map[string]any {
 	}
 	r, _, _, _ := skipToMeta(m.packed)
 	for range r.count(2) {
-		name := keyName(r.key())
+		known, lit, isLit := r.key()
 		kind, payload := r.rawValue()
 		for _, k := range keys {
-			if k == name {
+			if isLit && string(lit) == k || !isLit && known == k {
 				out[k] = decodeValue(kind, payload)
 			}
 		}
