@@ -101,11 +101,11 @@ func metaCases(t testing.TB) map[string]*storedMeta {
 		many[i] = "rcpt" + strings.Repeat("x", i%50) + "@example.net"
 	}
 	return map[string]*storedMeta{
-		"empty":       {},
-		"esmtp":       {Sender: "bounce@sender.example", Recipients: []string{"r@example.net"}, Meta: map[string]any{MetaReceptionProtocol: "ESMTP", MetaReceivedVia: "127.0.0.1:2525", MetaReceivedFrom: "127.0.0.1:45678", MetaHostname: "mx.test", MetaEHLODomain: "client.test", MetaTLSCipher: "TLS_AES_128_GCM_SHA256", MetaTLSVersion: "TLSv1.3", MetaTenant: "t1", MetaCampaign: "c1"}, Headers: map[string]any{"Subject": "hi", "Message-ID": "<1@x>"}},
-		"unicode":     {Sender: "αβγ@παράδειγμα.ελ", Recipients: []string{"用户@例子.广告", "😀@emoji.example"}, Meta: map[string]any{"x_ключ": "значение ✓", "": "empty key", "empty": ""}, Headers: map[string]any{"Subject": "Grüße 🎉"}},
+		"empty":              {},
+		"esmtp":              {Sender: "bounce@sender.example", Recipients: []string{"r@example.net"}, Meta: map[string]any{MetaReceptionProtocol: "ESMTP", MetaReceivedVia: "127.0.0.1:2525", MetaReceivedFrom: "127.0.0.1:45678", MetaHostname: "mx.test", MetaEHLODomain: "client.test", MetaTLSCipher: "TLS_AES_128_GCM_SHA256", MetaTLSVersion: "TLSv1.3", MetaTenant: "t1", MetaCampaign: "c1"}, Headers: map[string]any{"Subject": "hi", "Message-ID": "<1@x>"}},
+		"unicode":            {Sender: "αβγ@παράδειγμα.ελ", Recipients: []string{"用户@例子.广告", "😀@emoji.example"}, Meta: map[string]any{"x_ключ": "значение ✓", "": "empty key", "empty": ""}, Headers: map[string]any{"Subject": "Grüße 🎉"}},
 		"invalid utf-8 kept": {Sender: "a\xff@b", Recipients: []string{"\xc3\x28@x"}, Meta: map[string]any{"x": "bad \xed\xa0\x80 surrogate", "k\xfe": "v"}},
-		"large":       {Sender: "s@x", Recipients: many, Meta: map[string]any{"big": big}, Headers: map[string]any{"Subject": big[:5000]}},
+		"large":              {Sender: "s@x", Recipients: many, Meta: map[string]any{"big": big}, Headers: map[string]any{"Subject": big[:5000]}},
 		"value kinds": {Sender: "s@x", Recipients: []string{"r@y"}, Meta: map[string]any{
 			"nil": nil, "true": true, "false": false, "str": "v", "float": 1.5, "integral": 3.0, "neg": -7.0, "negzero": math.Copysign(0, -1),
 			"tiny": 5e-324, "huge": 1e300, "2^53": float64(1 << 53), "2^53+": 9007199254740993.0,
@@ -115,8 +115,8 @@ func metaCases(t testing.TB) map[string]*storedMeta {
 			"array": []any{1.0, "two", []any{true, nil}}, "strings": []string{"a", "b"}, "table": map[string]any{"n": 1.0, "s": "x", "t": map[string]any{"deep": []any{}}},
 			"time": time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), "empty table": map[string]any{}, "nil slice": []string(nil),
 		}},
-		"body and due": {Sender: "s@x", Recipients: []string{"r@y"}, Body: mustID(t, "0123456789abcdef0123456789abcdef"), Due: time.Date(2026, 11, 27, 9, 30, 15, 123456789, time.UTC), NumAttempts: 7},
-		"due before epoch": {Sender: "s@x", Recipients: []string{"r@y"}, Due: time.Date(1960, 5, 6, 7, 8, 9, 1, time.UTC), NumAttempts: 1},
+		"body and due":      {Sender: "s@x", Recipients: []string{"r@y"}, Body: mustID(t, "0123456789abcdef0123456789abcdef"), Due: time.Date(2026, 11, 27, 9, 30, 15, 123456789, time.UTC), NumAttempts: 7},
+		"due before epoch":  {Sender: "s@x", Recipients: []string{"r@y"}, Due: time.Date(1960, 5, 6, 7, 8, 9, 1, time.UTC), NumAttempts: 1},
 		"zero body and due": {Sender: "s@x", Recipients: []string{"r@y"}, Meta: map[string]any{MetaQueue: "q"}},
 	}
 }
