@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -15,7 +16,8 @@ import (
 // BenchmarkRecovery measures New on a badger spool pair holding 50 000
 // queued messages (MTAKIT_BENCH_RECOVER to change), with the meta an ESMTP
 // reception writes (session, TLS, tenant and campaign, two log headers):
-// the start-up cost of recovering a large queue.
+// the start-up cost of recovering a large queue. MTAKIT_BENCH_RECOVER_DIR
+// keeps the spool in that directory, and reuses it if it is there.
 //
 //	go test -run '^$' -bench Recovery -benchtime 3x ./mta/
 func BenchmarkRecovery(b *testing.B) {
@@ -27,6 +29,14 @@ func BenchmarkRecovery(b *testing.B) {
 		}
 	}
 	dir := b.TempDir()
+	if d := os.Getenv("MTAKIT_BENCH_RECOVER_DIR"); d != "" {
+		// Kept for other runs; filled only when it is new.
+		dir = d
+		if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err == nil {
+			recoverOnly(b, dir, n)
+			return
+		}
+	}
 	data, meta, err := badgerspool.OpenPair(dir, badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
@@ -52,6 +62,11 @@ func BenchmarkRecovery(b *testing.B) {
 		}
 	}
 	srv.Close()
+	recoverOnly(b, dir, n)
+}
+
+// recoverOnly measures New on the spool in dir, which holds n messages.
+func recoverOnly(b *testing.B, dir string, n int) {
 	b.ResetTimer()
 	for range b.N {
 		data, meta, err := badgerspool.OpenPair(dir, badgerspool.Options{Logger: quietLogger()})
