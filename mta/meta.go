@@ -1,6 +1,7 @@
 package mta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mtakit/mtakit/spool"
 )
@@ -476,6 +479,20 @@ func decodeValue(kind byte, p []byte) any {
 // validatePacked checks that p is a well-formed packed part, so that
 // reading it later cannot fail.
 func validatePacked(p []byte) error {
+	_, err := scanPacked(p)
+	return err
+}
+
+// queueFields are what a queue name is made of, as found in a packed part.
+type queueFields struct {
+	queue, campaign, tenant, routing []byte
+	firstRcpt                        []byte
+}
+
+// scanPacked checks that p is a well-formed packed part and returns the
+// parts of its queue name: one pass for what recovery needs.
+func scanPacked(p []byte) (queueFields, error) {
+	var qf queueFields
 	r := metaReader{b: p}
 	flags := r.byte()
 	if flags&^packedHasBody != 0 {
@@ -485,15 +502,18 @@ func validatePacked(p []byte) error {
 		r.take(16)
 	}
 	r.bytes() // sender
-	for range r.count(1) {
-		r.bytes()
+	for i := range r.count(1) {
+		if b := r.bytes(); i == 0 {
+			qf.firstRcpt = b
+		}
 	}
-	for range 2 { // meta, headers
+	for section := range 2 { // meta, headers
 		for range r.count(2) {
-			r.key()
+			known, lit, isLit := r.key()
 			kind, payload := r.rawValue()
 			switch {
 			case r.err != nil:
+				return qf, r.err
 			case kind == kindJSON && !json.Valid(payload):
 				r.fail("invalid JSON value")
 			case kind == kindFloat:
@@ -501,12 +521,88 @@ func validatePacked(p []byte) error {
 					r.fail("number %v", f)
 				}
 			}
+			if section == 0 {
+				qf.set(known, lit, isLit, kind, payload)
+			}
 		}
 	}
 	if r.err == nil && len(r.b) > 0 {
 		r.fail("%d bytes after the end", len(r.b))
 	}
-	return r.err
+	return qf, r.err
+}
+
+// set notes a meta entry if it is part of the queue name. The last entry
+// of a key counts; a value that is not a string counts as "", one that
+// JSON made a string of (a time, say) as that string.
+func (qf *queueFields) set(known string, lit []byte, isLit bool, kind byte, payload []byte) {
+	name := known
+	if isLit {
+		switch string(lit) {
+		case MetaQueue, MetaCampaign, MetaTenant, MetaRoutingDomain:
+			name = string(lit)
+		default:
+			return
+		}
+	}
+	var dst *[]byte
+	switch name {
+	case MetaQueue:
+		dst = &qf.queue
+	case MetaCampaign:
+		dst = &qf.campaign
+	case MetaTenant:
+		dst = &qf.tenant
+	case MetaRoutingDomain:
+		dst = &qf.routing
+	default:
+		return
+	}
+	*dst = nil
+	switch kind {
+	case kindString:
+		*dst = payload
+	case kindJSON:
+		if s, ok := decodeValue(kind, payload).(string); ok {
+			*dst = []byte(s)
+		}
+	}
+}
+
+// appendName appends the queue name, as Message.QueueName makes it.
+func (qf *queueFields) appendName(b []byte) []byte {
+	if len(qf.queue) > 0 {
+		return append(b, qf.queue...)
+	}
+	switch {
+	case len(qf.campaign) > 0:
+		b = append(append(append(append(b, qf.campaign...), ':'), qf.tenant...), '@')
+	case len(qf.tenant) > 0:
+		b = append(append(b, qf.tenant...), '@')
+	}
+	if i := bytes.LastIndexByte(qf.firstRcpt, '@'); i >= 0 {
+		b = appendLower(b, qf.firstRcpt[i+1:])
+	}
+	if len(qf.routing) > 0 {
+		b = append(append(b, '!'), qf.routing...)
+	}
+	return b
+}
+
+// appendLower appends strings.ToLower(s).
+func appendLower(b, s []byte) []byte {
+	for _, c := range s {
+		if c >= utf8.RuneSelf {
+			return append(b, strings.ToLower(string(s))...)
+		}
+	}
+	for _, c := range s {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
 }
 
 // unpack decodes a validated packed part.
@@ -581,39 +677,8 @@ func lookupRaw(p []byte, key string) (kind byte, payload []byte, found bool) {
 	return kind, payload, found
 }
 
-// packedQueueName is Message.QueueName for a validated packed part,
-// reading the meta once.
+// packedQueueName is Message.QueueName for a validated packed part.
 func packedQueueName(p []byte) string {
-	r, _, first, _ := skipToMeta(p)
-	var queue, campaign, tenant, routing string
-	for range r.count(2) {
-		name := keyName(r.key())
-		kind, v := r.rawValue()
-		var dst *string
-		switch name {
-		case MetaQueue:
-			dst = &queue
-		case MetaCampaign:
-			dst = &campaign
-		case MetaTenant:
-			dst = &tenant
-		case MetaRoutingDomain:
-			dst = &routing
-		default:
-			continue
-		}
-		// The last entry counts; a value that is not a string counts as "",
-		// one that JSON made a string of (a time, say) as that string.
-		*dst = ""
-		switch kind {
-		case kindString:
-			*dst = string(v)
-		case kindJSON:
-			*dst, _ = decodeValue(kind, v).(string)
-		}
-	}
-	if queue != "" {
-		return queue
-	}
-	return QueueName(campaign, tenant, recipientDomain(string(first)), routing)
+	qf, _ := scanPacked(p)
+	return string(qf.appendName(nil))
 }

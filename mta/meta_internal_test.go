@@ -150,7 +150,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			}
 			checkDecoded(t, got2, want)
 
-			m, err := queuedFromSpool(spool.ID{1}, b)
+			m, err := queuedFromSpool(spool.ID{1}, b, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -382,7 +382,7 @@ func TestMetaCorruptOrUnknown(t *testing.T) {
 			t.Errorf("%s: decoded", name)
 			continue
 		}
-		if _, qerr := queuedFromSpool(spool.ID{}, b); qerr == nil {
+		if _, qerr := queuedFromSpool(spool.ID{}, b, nil); qerr == nil {
 			t.Errorf("%s: queued", name)
 		}
 		unknown := strings.HasPrefix(name, "version") || strings.HasPrefix(name, "json v")
@@ -409,7 +409,7 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add([]byte{2, 0, 0, 0, 0, 0, 1, 0, 1, 'k', kindJSON, 2, '[', ']', 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sm, err := decodeMeta(spool.ID{}, b)
-		m, qerr := queuedFromSpool(spool.ID{7}, bytes.Clone(b))
+		m, qerr := queuedFromSpool(spool.ID{7}, bytes.Clone(b), nil)
 		if (err == nil) != (qerr == nil) {
 			t.Fatalf("decodeMeta error %v, queuedFromSpool error %v", err, qerr)
 		}
@@ -575,7 +575,7 @@ func TestQueueNameFromJSONValue(t *testing.T) {
 	if m.queue != want {
 		t.Errorf("queue %q, want %q", m.queue, want)
 	}
-	r, err := queuedFromSpool(spool.ID{1}, m.encode())
+	r, err := queuedFromSpool(spool.ID{1}, m.encode(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,8 +32,9 @@ func newQueuedMessage(id spool.ID, sm *storedMeta) (*queuedMessage, error) {
 
 // queuedFromSpool makes the queued message for a meta spool entry of
 // either version, keeping b (which the caller gives up) when it is
-// version 2.
-func queuedFromSpool(id spool.ID, b []byte) (*queuedMessage, error) {
+// version 2. names, if not nil, speeds up interning queue names; it is
+// not safe for concurrent use.
+func queuedFromSpool(id spool.ID, b []byte, names *queueNames) (*queuedMessage, error) {
 	if len(b) == 0 || b[0] != metaVersionBinary {
 		sm, err := decodeMeta(id, b)
 		if err != nil {
@@ -42,16 +43,42 @@ func queuedFromSpool(id spool.ID, b []byte) (*queuedMessage, error) {
 		return newQueuedMessage(id, sm)
 	}
 	due, attempts, packed, err := splitSched(b)
+	var qf queueFields
 	if err == nil {
-		err = validatePacked(packed)
+		qf, err = scanPacked(packed)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mta: decode meta %s: %w", id, err)
 	}
 	m := &queuedMessage{id: id, packed: packed, attempts: clampAttempts(attempts)}
 	m.setDue(due)
-	m.queue = internQueue(packedQueueName(packed))
+	m.queue = names.intern(&qf)
 	return m, nil
+}
+
+// queueNames interns queue names during recovery without making a string
+// for each message: most messages share their queue.
+type queueNames struct {
+	known map[string]string
+	buf   []byte
+}
+
+func (n *queueNames) intern(qf *queueFields) string {
+	if n == nil {
+		return internQueue(string(qf.appendName(nil)))
+	}
+	n.buf = qf.appendName(n.buf[:0])
+	if q, ok := n.known[string(n.buf)]; ok {
+		return q
+	}
+	q := internQueue(string(n.buf))
+	if n.known == nil {
+		n.known = make(map[string]string)
+	}
+	if len(n.known) < 4096 { // bounded: a queue per message gains nothing here
+		n.known[q] = q
+	}
+	return q
 }
 
 // internQueue returns the canonical copy of a queue name, so that the

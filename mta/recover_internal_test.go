@@ -214,7 +214,7 @@ func TestQueuedMessageHeap(t *testing.T) {
 					m, err = newQueuedMessage(ids[i], metas[i])
 				} else {
 					// Enumerate hands each entry in a buffer of its own.
-					m, err = queuedFromSpool(ids[i], bytes.Clone(encoded[i]))
+					m, err = queuedFromSpool(ids[i], bytes.Clone(encoded[i]), nil)
 				}
 				if err != nil {
 					t.Fatal(err)

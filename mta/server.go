@@ -313,10 +313,11 @@ func (s *Server) recover(ctx context.Context) error {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			var out []*queuedMessage
+			var names queueNames
 			for batch := range batches {
 				out = out[:0]
 				for _, e := range batch {
-					m, err := queuedFromSpool(e.id, e.b)
+					m, err := queuedFromSpool(e.id, e.b, &names)
 					if err != nil {
 						// Keep it in the spool for a human to look at; do not guess.
 						s.log.Error("unreadable meta in spool; message left in place", "id", e.id, "err", err)
