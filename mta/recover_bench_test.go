@@ -87,4 +87,3 @@ func recoverOnly(b *testing.B, dir string, n int) {
 		srv.Close()
 	}
 }
-
