@@ -1,6 +1,7 @@
 package mta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"maps"
@@ -20,7 +21,7 @@ import (
 // newQueuedMessage makes the queued message for meta (due time and
 // attempts included), as the spool holds it.
 func newQueuedMessage(id spool.ID, sm *storedMeta) (*queuedMessage, error) {
-	packed, err := appendPacked(nil, sm)
+	packed, err := pack(sm)
 	if err != nil {
 		return nil, fmt.Errorf("mta: encode meta %s: %w", id, err)
 	}
@@ -79,6 +80,16 @@ func (n *queueNames) intern(qf *queueFields) string {
 		n.known[q] = q
 	}
 	return q
+}
+
+// pack returns the packed part of sm in a slice of its own size: it is
+// kept for as long as the message is queued.
+func pack(sm *storedMeta) ([]byte, error) {
+	p, err := appendPacked(make([]byte, 0, 512), sm)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(p), nil
 }
 
 // internQueue returns the canonical copy of a queue name, so that the
@@ -233,13 +244,17 @@ func (m *queuedMessage) setRecipients(rcpts []string) {
 	}
 	m.mustBeValid(r.err)
 	tail := r.b
-	p := make([]byte, 0, len(head)+len(tail)+len(rcpts)*32)
+	size := len(head) + len(tail) + binary.MaxVarintLen64
+	for _, rc := range rcpts {
+		size += binary.MaxVarintLen64 + len(rc)
+	}
+	p := make([]byte, 0, size)
 	p = append(p, head...)
 	p = binary.AppendUvarint(p, uint64(len(rcpts)))
 	for _, rc := range rcpts {
 		p = appendString(p, rc)
 	}
-	m.packed = append(p, tail...)
+	m.packed = bytes.Clone(append(p, tail...))
 }
 
 // mergeMeta sets the meta values in set (as maps.Copy would).
@@ -253,7 +268,7 @@ func (m *queuedMessage) mergeMeta(set map[string]any) error {
 }
 
 func (m *queuedMessage) repack(sm *storedMeta) error {
-	p, err := appendPacked(nil, sm)
+	p, err := pack(sm)
 	if err != nil {
 		return fmt.Errorf("mta: encode meta %s: %w", m.id, err)
 	}
