@@ -55,7 +55,7 @@ var ErrMetaVersion = errors.New("unsupported meta version")
 //
 //	version   byte 2
 //	attempts  uvarint
-//	due       uvarint 0 (zero time), or 1 + varint seconds + uvarint
+//	due       byte 0 (zero time), or byte 1, varint seconds and uvarint
 //	          nanoseconds since the Unix epoch
 //	packed:
 //	  flags   byte; bit 0: a body ID follows
@@ -108,11 +108,9 @@ var knownKeyCode = func() map[string]uint64 {
 	return m
 }()
 
-// Due times are years 1 to 9999, as RFC 3339 in the JSON form had them.
-var (
-	minDueSec = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
-	maxDueSec = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC).Unix()
-)
+// dueSecLimit bounds the seconds of a due time (about 1.5e11 years), so
+// that time.Unix never overflows and every due time round-trips.
+const dueSecLimit = 1 << 62
 
 // maxSafeInt is 2^53: integers below it in magnitude are exact in a float64.
 const maxSafeInt = 1 << 53
@@ -132,7 +130,7 @@ func appendSched(b []byte, due time.Time, attempts int) []byte {
 		return append(b, 0)
 	}
 	b = append(b, 1)
-	b = binary.AppendVarint(b, due.Unix())
+	b = binary.AppendVarint(b, min(max(due.Unix(), -dueSecLimit), dueSecLimit))
 	return binary.AppendUvarint(b, uint64(due.Nanosecond()))
 }
 
@@ -327,7 +325,7 @@ func splitSched(b []byte) (due time.Time, attempts int, packed []byte, err error
 		if nsec >= 1e9 {
 			r.fail("due nanoseconds %d out of range", nsec)
 		}
-		if sec < minDueSec || sec > maxDueSec {
+		if sec < -dueSecLimit || sec > dueSecLimit {
 			r.fail("due %d s out of range", sec)
 		}
 		due = time.Unix(sec, int64(nsec))
@@ -520,6 +518,9 @@ func scanPacked(p []byte) (queueFields, error) {
 				if f := math.Float64frombits(binary.LittleEndian.Uint64(payload)); math.IsNaN(f) || math.IsInf(f, 0) {
 					r.fail("number %v", f)
 				}
+			}
+			if r.err != nil {
+				return qf, r.err
 			}
 			if section == 0 {
 				qf.set(known, lit, isLit, kind, payload)
