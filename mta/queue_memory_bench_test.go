@@ -263,8 +263,8 @@ func writeHeapProfile(tb testing.TB, path string) {
 	}
 }
 
-// sendQueuedMemoryLoad sends n messages over conns STARTTLS connections,
-// one recipient each, spread over 50 domains.
+// sendQueuedMemoryLoad sends n messages over conns concurrent STARTTLS
+// sessions, one recipient each, spread over 50 domains.
 func sendQueuedMemoryLoad(b *testing.B, addr string, conns, n int) {
 	// Bodies are base64 of random bytes, as incompressible as most mail;
 	// 64 variants keep the sender cheap.
@@ -289,15 +289,27 @@ func sendQueuedMemoryLoad(b *testing.B, addr string, conns, n int) {
 			cn++
 		}
 		wg.Go(func() {
-			// The client says EHLO localhost, before and after STARTTLS.
-			cl, err := smtp.DialStartTLS(addr, &tls.Config{InsecureSkipVerify: true})
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer cl.Close()
+			var cl *smtp.Client
+			defer func() {
+				if cl != nil {
+					cl.Close()
+				}
+			}()
 			var msg bytes.Buffer
 			for i := range cn {
+				// A new session every 5 000 messages (the listener allows
+				// 10 000 per connection). The client says EHLO localhost,
+				// before and after STARTTLS.
+				if i%5000 == 0 {
+					if cl != nil {
+						cl.Quit()
+					}
+					var err error
+					if cl, err = smtp.DialStartTLS(addr, &tls.Config{InsecureSkipVerify: true}); err != nil {
+						errs <- err
+						return
+					}
+				}
 				rcpt := fmt.Sprintf("user%d@domain%d.example", i, (c*cn+i)%50)
 				msg.Reset()
 				fmt.Fprintf(&msg, "From: news@sender.example\r\nTo: <%s>\r\nSubject: Offer %d for you\r\nMessage-ID: <%d.%d@sender.example>\r\n\r\n%s", rcpt, i%100, c, i, fillers[(c+i)%len(fillers)])
