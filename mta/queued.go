@@ -136,7 +136,8 @@ func (m *queuedMessage) numAttempts() int { return int(m.attempts) }
 
 // sender returns the envelope sender.
 func (m *queuedMessage) sender() string {
-	_, s, _, _ := skipToMeta(m.packed)
+	r, s, _, _ := skipToMeta(m.packed)
+	m.mustBeValid(r.err)
 	return string(s)
 }
 
@@ -218,16 +219,6 @@ func (m *queuedMessage) headers() map[string]any {
 	h := readMap(&r)
 	m.mustBeValid(r.err)
 	return h
-}
-
-// message returns a Message with m's envelope and a copy of its meta, as
-// the policy hooks and QueueName see it.
-func (m *queuedMessage) message() *Message {
-	sm := unpack(m.packed)
-	if sm.Meta == nil {
-		sm.Meta = map[string]any{}
-	}
-	return &Message{id: m.id, sender: sm.Sender, recipients: sm.Recipients, meta: sm.Meta}
 }
 
 // setRecipients replaces the recipients still to deliver. The rest of
