@@ -168,7 +168,7 @@ func (s *Server) checkRules(m *queuedMessage, now time.Time) bool {
 // attempt. Only the in-memory due time changes: after a restart the
 // message is due as spooled and meets the rules in force then.
 func (s *Server) holdFor(m *queuedMessage, r *QueueRule) {
-	m.meta.Due = r.Expires
+	m.setDue(r.Expires)
 	m.heldBy = r
 	s.sched.reschedule(m)
 }
@@ -176,8 +176,8 @@ func (s *Server) holdFor(m *queuedMessage, r *QueueRule) {
 func (s *Server) adminBounce(m *queuedMessage, r *QueueRule) {
 	resp := reply{Code: 551, Enhanced: [3]int{5, 7, 1}, Text: "Administrator bounced with reason: " + r.Reason}
 	now := time.Now()
-	for _, rcpt := range m.meta.Recipients {
-		s.logOutcome(logs.AdminBounce, m, rcpt, resp, &attemptOutcome{}, m.meta.NumAttempts, now)
+	for _, rcpt := range m.recipients() {
+		s.logOutcome(logs.AdminBounce, m, rcpt, resp, &attemptOutcome{}, m.numAttempts(), now)
 	}
 	s.rules.mu.Lock()
 	r.Bounced++

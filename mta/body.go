@@ -60,16 +60,16 @@ func (b *bodyRefs) referenced(body spool.ID) bool {
 }
 
 // loadData returns the complete content of message id: its data record,
-// followed by the shared body it names, if any. An error wraps
+// followed by the shared body record body, if not zero. An error wraps
 // spool.ErrNotFound when either record is missing.
-func (s *Server) loadData(ctx context.Context, id spool.ID, meta *storedMeta) ([]byte, error) {
+func (s *Server) loadData(ctx context.Context, id, body spool.ID) ([]byte, error) {
 	own, err := s.opts.DataSpool.Load(ctx, id)
-	if err != nil || meta.Body.IsZero() {
+	if err != nil || body.IsZero() {
 		return own, err
 	}
-	body, err := s.opts.DataSpool.Load(ctx, meta.Body)
+	shared, err := s.opts.DataSpool.Load(ctx, body)
 	if err != nil {
-		return nil, fmt.Errorf("mta: load shared body %s of %s: %w", meta.Body, id, err)
+		return nil, fmt.Errorf("mta: load shared body %s of %s: %w", body, id, err)
 	}
-	return append(own, body...), nil
+	return append(own, shared...), nil
 }

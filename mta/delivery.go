@@ -38,7 +38,7 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 	if s.runCtx.Err() != nil {
 		return aborted
 	}
-	data, err := s.loadData(ctx, m.id, m.meta)
+	data, err := s.loadData(ctx, m.id, m.bodyID())
 	if err != nil {
 		switch {
 		case s.runCtx.Err() != nil:
@@ -56,11 +56,11 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 	}
 	env := &envelope{
 		id:         m.id.String(),
-		sender:     m.meta.Sender,
-		recipients: m.meta.Recipients,
+		sender:     m.sender(),
+		recipients: m.recipients(),
 		data:       data,
 		queue:      m.queue,
-		attempt:    m.meta.NumAttempts + 1,
+		attempt:    m.numAttempts() + 1,
 	}
 	replies := sess.Send(ctx, env)
 	if replies == nil {
@@ -78,10 +78,10 @@ func (s *Server) deliverOne(ctx context.Context, rq *readyQueue, sess deliverySe
 // crash never loses a recipient that still needs delivery.
 func (s *Server) settle(m *queuedMessage, o *attemptOutcome, replies []reply) {
 	now := time.Now()
-	attempts := m.meta.NumAttempts + 1
+	attempts := m.numAttempts() + 1
 	var retry []string
 	var retryReply reply
-	for i, rcpt := range m.meta.Recipients {
+	for i, rcpt := range m.recipients() {
 		r := replies[i]
 		switch {
 		case r.success():
@@ -100,7 +100,7 @@ func (s *Server) settle(m *queuedMessage, o *attemptOutcome, replies []reply) {
 		return
 	}
 	cfg := s.queueConfig(m.queue)
-	due, expired := cfg.nextAttempt(now, m.id.Time(), m.meta.NumAttempts)
+	due, expired := cfg.nextAttempt(now, m.id.Time(), m.numAttempts())
 	if expired != nil {
 		r := reply{Code: expired.Code, Enhanced: expired.EnhancedCode, Text: expired.Message}
 		for _, rcpt := range retry {
@@ -110,9 +110,9 @@ func (s *Server) settle(m *queuedMessage, o *attemptOutcome, replies []reply) {
 		s.retire(m)
 		return
 	}
-	m.meta.Recipients = retry
-	m.meta.NumAttempts = attempts
-	m.meta.Due = due
+	m.setRecipients(retry)
+	m.attempts = clampAttempts(attempts)
+	m.setDue(due)
 	if err := s.storeMeta(m); err != nil {
 		// The old meta is still in the spool: the message is retried from
 		// there after a restart, never lost. Keep it scheduled here too.
@@ -124,7 +124,7 @@ func (s *Server) settle(m *queuedMessage, o *attemptOutcome, replies []reply) {
 // failAll settles an attempt (or a routing failure) that got one reply for
 // every recipient of m.
 func (s *Server) failAll(m *queuedMessage, o *attemptOutcome, r reply) {
-	s.settle(m, o, uniform(r, len(m.meta.Recipients)))
+	s.settle(m, o, uniform(r, len(m.recipients())))
 }
 
 // expireIfTooOld retires m with an Expiration record when it is already
@@ -135,8 +135,8 @@ func (s *Server) expireIfTooOld(m *queuedMessage, cfg QueueConfig, now time.Time
 		return false
 	}
 	r := reply{Code: 551, Enhanced: [3]int{5, 4, 7}, Text: fmt.Sprintf("Message age %s exceeds max_age=%s", age.Round(time.Second), cfg.MaxAge)}
-	for _, rcpt := range m.meta.Recipients {
-		s.logOutcome(logs.Expiration, m, rcpt, r, &attemptOutcome{}, m.meta.NumAttempts, now)
+	for _, rcpt := range m.recipients() {
+		s.logOutcome(logs.Expiration, m, rcpt, r, &attemptOutcome{}, m.numAttempts(), now)
 		s.maybeDSN(m, rcpt, r, "failed")
 	}
 	s.retire(m)
@@ -161,7 +161,7 @@ func (s *Server) retire(m *queuedMessage) {
 	if !s.sched.finish(m) {
 		return // retired before
 	}
-	if body := m.meta.Body; !body.IsZero() && s.bodies.release(body) {
+	if body := m.bodyID(); !body.IsZero() && s.bodies.release(body) {
 		if err := s.opts.DataSpool.Remove(ctx, body); err != nil {
 			s.log.Error("remove shared body of finished messages", "body", body, "err", err)
 		}
@@ -169,18 +169,14 @@ func (s *Server) retire(m *queuedMessage) {
 }
 
 func (s *Server) storeMeta(m *queuedMessage) error {
-	b, err := encodeMeta(m.meta)
-	if err != nil {
-		return err
-	}
-	return s.opts.MetaSpool.Store(context.Background(), m.id, b)
+	return s.opts.MetaSpool.Store(context.Background(), m.id, m.encode())
 }
 
 func (s *Server) logOutcome(t logs.RecordType, m *queuedMessage, rcpt string, r reply, o *attemptOutcome, attempts int, now time.Time) {
 	rec := &logs.Record{
 		Type:                 t,
 		ID:                   m.id.String(),
-		Sender:               m.meta.Sender,
+		Sender:               m.sender(),
 		Recipient:            logs.Recipients{rcpt},
 		Queue:                m.queue,
 		Response:             logResponse(r.Code, smtp.EnhancedCode(r.Enhanced), r.Text),
@@ -189,8 +185,8 @@ func (s *Server) logOutcome(t logs.RecordType, m *queuedMessage, rcpt string, r 
 		NumAttempts:          attempts,
 		BounceClassification: "Uncategorized",
 		NodeID:               s.nodeID,
-		Meta:                 s.recordMeta(m.meta.Meta),
-		Headers:              m.meta.Headers,
+		Meta:                 m.pickMeta(s.opts.LogMeta),
+		Headers:              m.headers(),
 		TLSCipher:            o.tls.cipher,
 		TLSProtocolVersion:   o.tls.version,
 		TLSPeerSubjectName:   o.tls.peerSubject,
@@ -206,7 +202,7 @@ func (s *Server) logOutcome(t logs.RecordType, m *queuedMessage, rcpt string, r 
 	if o.proto != "" {
 		rec.DeliveryProtocol = ptr(o.proto)
 	}
-	if proto, ok := m.meta.Meta[MetaReceptionProtocol].(string); ok {
+	if proto := m.metaString(MetaReceptionProtocol); proto != "" {
 		rec.ReceptionProtocol = ptr(proto)
 	}
 	if t != logs.Delivery {

@@ -107,7 +107,7 @@ func (s *Server) queueRateExceeded(ctx context.Context, m *queuedMessage, cfg Qu
 	if wait <= 0 {
 		return false
 	}
-	m.meta.Due = now.Add(wait)
+	m.setDue(now.Add(wait))
 	s.sched.reschedule(m)
 	return true
 }
@@ -196,11 +196,6 @@ func (s *Server) pool(name string) egress.Pool {
 		return s.defaultPool
 	}
 	return nil
-}
-
-func (m *queuedMessage) metaString(key string) string {
-	v, _ := m.meta.Meta[key].(string)
-	return v
 }
 
 // funcOpener delivers through a Go function (QueueConfig.Protocol.Deliver).

@@ -60,8 +60,13 @@
 // On start, New enumerates the meta spool and schedules every message
 // with its due time and attempt count, so a crash never loses an
 // acknowledged message; it may deliver one a second time if the crash came
-// between the remote 250 and the removal (at-least-once delivery). Meta
-// that cannot be decoded is logged and left in the spool for a person;
+// between the remote 250 and the removal (at-least-once delivery). Meta is
+// spooled in a compact binary form with a version byte; the JSON meta of
+// earlier releases is still read, so their spools recover (and are
+// rewritten in the new form as messages are retried). Meta that cannot be
+// decoded, or of a version this build does not know (written by a newer
+// mtakit: there is no downgrade), is logged and left in the spool for a
+// person;
 // a message whose meta exists but whose data is missing (never
 // acknowledged) is dropped with a warning when it is first due. In the
 // background after start-up, bodies that no meta refers to (a crash

@@ -12,12 +12,16 @@ import (
 // of m to its envelope sender, when Options.DSN is on. Never for the null
 // reverse-path: a bounce is never bounced.
 func (s *Server) maybeDSN(m *queuedMessage, rcpt string, r reply, action string) {
-	if !s.opts.DSN || !bounce.ShouldSendDSN(m.meta.Sender) {
+	if !s.opts.DSN {
+		return
+	}
+	sender := m.sender()
+	if !bounce.ShouldSendDSN(sender) {
 		return
 	}
 	ctx := context.Background()
 	var headers []byte
-	if data, err := s.loadData(ctx, m.id, m.meta); err == nil {
+	if data, err := s.loadData(ctx, m.id, m.bodyID()); err == nil {
 		if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
 			headers = data[:i+2]
 		} else {
@@ -31,7 +35,7 @@ func (s *Server) maybeDSN(m *queuedMessage, rcpt string, r reply, action string)
 	msg, err := bounce.BuildDSN(bounce.DSNOptions{
 		ReportingMTA: s.opts.Hostname,
 		OriginalID:   m.id.String(),
-		Sender:       m.meta.Sender,
+		Sender:       sender,
 		ArrivalDate:  m.id.Time(),
 		Recipients: []bounce.RecipientStatus{{
 			Address:        rcpt,
@@ -45,7 +49,7 @@ func (s *Server) maybeDSN(m *queuedMessage, rcpt string, r reply, action string)
 		s.log.Error("build DSN", "id", m.id, "err", err)
 		return
 	}
-	if _, err := s.Inject(ctx, &Submission{Sender: "", Recipients: []string{m.meta.Sender}, Data: msg, Protocol: "DSN"}); err != nil {
+	if _, err := s.Inject(ctx, &Submission{Sender: "", Recipients: []string{sender}, Data: msg, Protocol: "DSN"}); err != nil {
 		s.log.Error("queue DSN", "id", m.id, "err", err)
 	}
 }

@@ -109,6 +109,16 @@ func FuzzQueueName(f *testing.F) {
 			campaign == "" && strings.Contains(tenant, ":") || strings.ContainsAny(domain, "@!") ||
 			campaign == "" && tenant == "" && strings.Contains(routing, "@")
 		name := QueueName(campaign, tenant, domain, routing)
+		// Recovery builds the name from packed meta: the same name.
+		qf := queueFields{campaign: []byte(campaign), tenant: []byte(tenant), routing: []byte(routing), firstRcpt: []byte("user@" + domain)}
+		if strings.Contains(domain, "@") {
+			qf.firstRcpt = []byte(domain) // the domain is what follows the last '@'
+			name = QueueName(campaign, tenant, recipientDomain(domain), routing)
+		}
+		if got := string(qf.appendName(nil)); got != name {
+			t.Fatalf("appendName %q, QueueName %q", got, name)
+		}
+		name = QueueName(campaign, tenant, domain, routing)
 		c, tn, d, r := ParseQueueName(name)
 		if !ambiguous && (c != campaign || tn != tenant || d != strings.ToLower(domain) || r != routing) {
 			t.Fatalf("QueueName(%q, %q, %q, %q) = %q parses as (%q, %q, %q, %q)", campaign, tenant, domain, routing, name, c, tn, d, r)

@@ -50,7 +50,7 @@ func (s *Server) InspectMessage(ctx context.Context, id spool.ID, wantData bool)
 		Meta: maps.Clone(m.Meta), Due: m.Due, NumAttempts: m.NumAttempts,
 	}
 	if wantData {
-		if info.Data, err = s.loadData(ctx, id, m); err != nil {
+		if info.Data, err = s.loadData(ctx, id, m.Body); err != nil {
 			return nil, fmt.Errorf("mta: inspect %s: load data: %w", id, err)
 		}
 	}

@@ -225,7 +225,7 @@ func (s *Server) logReport(r *reception, b *reportBatch) {
 		// As KumoMTA, a dropped bounce still has its Reception record
 		// (a relayed one gets it from receive); a Feedback record stands
 		// in for the Reception record of a feedback report.
-		s.logReception(r, m, len(r.data), base.Queue, &storedMeta{Headers: base.Headers}, now)
+		s.logReception(r, m, len(r.data), base.Queue, base.Headers, now)
 	}
 
 	switch {

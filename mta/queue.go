@@ -12,28 +12,37 @@ import (
 // schedule it without loading its data. Its fields are guarded by the
 // scheduler's lock while it is scheduled, and owned by whoever took it from
 // the scheduler (a dispatcher or a delivery worker) otherwise.
+//
+// Every live message has one, so it is kept small: the scheduling state in
+// fields, the envelope, metadata and log headers in their packed binary
+// form (see meta.go), read through the methods in queued.go.
 type queuedMessage struct {
 	id    spool.ID
-	queue string
-	meta  *storedMeta
-	index int // position in the due heap; -1 when not scheduled
+	queue string // interned: messages of a queue share it
+	// due is when the message is next due, in Unix nanoseconds; 0: at once.
+	due      int64
+	attempts int32 // delivery attempts made so far
+	index    int32 // position in the due heap; -1 when not scheduled
 	// heldBy is the suspension that holds the message, if any, so that
 	// lifting it early releases exactly its messages.
 	heldBy *QueueRule
+	// packed is the envelope, metadata and log headers; replaced as a
+	// whole, never changed in place.
+	packed []byte
 }
 
 // dueHeap orders scheduled messages by due time.
 type dueHeap []*queuedMessage
 
 func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].meta.Due.Before(h[j].meta.Due) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due < h[j].due }
 func (h dueHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
+	h[i].index, h[j].index = int32(i), int32(j)
 }
 func (h *dueHeap) Push(x any) {
 	m := x.(*queuedMessage)
-	m.index = len(*h)
+	m.index = int32(len(*h))
 	*h = append(*h, m)
 }
 func (h *dueHeap) Pop() any {
@@ -73,6 +82,32 @@ func (s *scheduler) add(m *queuedMessage) {
 		s.byQueue[m.queue]++
 	}
 	heap.Push(&s.heap, m)
+	s.mu.Unlock()
+	s.poke()
+}
+
+// addRecovered registers messages found in the spool at start-up without
+// ordering the heap; recover calls restoreOrder once when all are in.
+// Nothing else runs on the scheduler meanwhile.
+func (s *scheduler) addRecovered(batch []*queuedMessage) {
+	s.mu.Lock()
+	for _, m := range batch {
+		if _, dup := s.live[m.id]; dup {
+			continue
+		}
+		s.live[m.id] = m
+		s.byQueue[m.queue]++
+		m.index = int32(len(s.heap))
+		s.heap = append(s.heap, m)
+	}
+	s.mu.Unlock()
+}
+
+// restoreOrder orders the heap after addRecovered: O(n), where adding
+// one message at a time costs O(n log n) under the lock.
+func (s *scheduler) restoreOrder() {
+	s.mu.Lock()
+	heap.Init(&s.heap)
 	s.mu.Unlock()
 	s.poke()
 }
@@ -123,7 +158,7 @@ func (s *scheduler) run(stop <-chan struct{}, out chan<- *queuedMessage) {
 		wait := time.Hour
 		s.mu.Lock()
 		if !s.held && len(s.heap) > 0 {
-			if d := time.Until(s.heap[0].meta.Due); d <= 0 {
+			if d := time.Until(s.heap[0].dueTime()); d <= 0 {
 				next = heap.Pop(&s.heap).(*queuedMessage)
 			} else {
 				wait = d
@@ -167,7 +202,7 @@ func (s *scheduler) takeMatching(pick func(*queuedMessage) bool) []*queuedMessag
 			m.index = -1
 			out = append(out, m)
 		} else {
-			m.index = len(keep)
+			m.index = int32(len(keep))
 			keep = append(keep, m)
 		}
 	}
@@ -182,8 +217,8 @@ func (s *scheduler) releaseMatching(pick func(*queuedMessage) bool) {
 	s.mu.Lock()
 	now := time.Now()
 	for _, m := range s.heap {
-		if pick(m) && m.meta.Due.After(now) {
-			m.meta.Due = now
+		if pick(m) && m.dueTime().After(now) {
+			m.setDue(now)
 			m.heldBy = nil
 		}
 	}

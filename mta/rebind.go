@@ -1,7 +1,6 @@
 package mta
 
 import (
-	"maps"
 	"time"
 
 	"github.com/mtakit/mtakit/mta/logs"
@@ -35,15 +34,14 @@ func (s *Server) Rebind(req RebindRequest) int {
 	for _, m := range append(s.sched.takeMatching(pick), s.drainReady(pick)...) {
 		old := m.queue
 		if len(req.Meta) > 0 {
-			if m.meta.Meta == nil {
-				m.meta.Meta = make(map[string]any, len(req.Meta))
+			if err := m.mergeMeta(req.Meta); err != nil {
+				s.log.Error("rebind: meta not applied", "id", m.id, "err", err)
+			} else {
+				s.sched.move(m, internQueue(packedQueueName(m.packed)))
 			}
-			maps.Copy(m.meta.Meta, req.Meta)
-			msg := &Message{id: m.id, sender: m.meta.Sender, recipients: m.meta.Recipients, meta: m.meta.Meta}
-			s.sched.move(m, msg.QueueName())
 		}
 		if m.queue != old || req.AlwaysFlush {
-			m.meta.Due = now
+			m.setDue(now)
 			m.heldBy = nil
 		}
 		if err := s.storeMeta(m); err != nil {
@@ -54,8 +52,8 @@ func (s *Server) Rebind(req RebindRequest) int {
 			if req.Reason != "" {
 				text += ": " + req.Reason
 			}
-			for _, rcpt := range m.meta.Recipients {
-				s.logOutcome(logs.AdminRebind, m, rcpt, reply{Code: 250, Text: text}, &attemptOutcome{}, m.meta.NumAttempts, now)
+			for _, rcpt := range m.recipients() {
+				s.logOutcome(logs.AdminRebind, m, rcpt, reply{Code: 250, Text: text}, &attemptOutcome{}, m.numAttempts(), now)
 			}
 		}
 		s.sched.reschedule(m)

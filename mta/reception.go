@@ -199,9 +199,10 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		return nil, err
 	}
 	type stored struct {
-		m    *Message
-		meta *storedMeta
-		size int
+		m       *Message
+		queued  *queuedMessage
+		headers map[string]any
+		size    int
 	}
 	out := make([]stored, 0, len(r.batches))
 	storeStart := time.Now() // preparing and storing overlap: both are timed
@@ -234,7 +235,8 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 		meta := &storedMeta{Sender: m.sender, Recipients: m.recipients, Meta: m.meta, Headers: s.recordHeaders(m)}
 		size := m.size()
 		own := m.Data // the complete message, for a message on its own
-		if len(r.batches) > 1 && sameBytes(m.data, r.data) {
+		shares := len(r.batches) > 1 && sameBytes(m.data, r.data)
+		if shares {
 			if body.IsZero() {
 				body = spool.NewID()
 				wg.Go(func() {
@@ -244,14 +246,23 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 				})
 			}
 			meta.Body = body
-			sharers++
 			own = func() []byte { return m.prefix }
 		}
-		out = append(out, stored{m: m, meta: meta, size: size})
+		qm, err := newQueuedMessage(m.id, meta)
+		if err != nil {
+			// Meta a hook set that has no JSON form (NaN, a channel):
+			// refuse as a spool failure, as before.
+			fail(err)
+			break
+		}
+		if shares {
+			sharers++
+		}
+		out = append(out, stored{m: m, queued: qm, headers: meta.Headers, size: size})
 		window <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-window }()
-			if err := s.store(ctx, m.id, own(), meta); err != nil {
+			if err := s.store(ctx, m.id, own(), qm.encode()); err != nil {
 				fail(err)
 			}
 			m.data, m.prefix = nil, nil // durable now; keep only what scheduling and the log need
@@ -281,8 +292,8 @@ func (s *Server) receive(ctx context.Context, r *reception) ([]spool.ID, error) 
 	var missing error // a Reception record not logged (durable.go)
 	for i, st := range out {
 		ids[i] = st.m.id
-		qms[i] = &queuedMessage{id: st.m.id, queue: st.m.QueueName(), meta: st.meta}
-		if err := s.logReception(r, st.m, st.size, qms[i].queue, st.meta, now); recordMissing(err) {
+		qms[i] = st.queued
+		if err := s.logReception(r, st.m, st.size, st.queued.queue, st.headers, now); recordMissing(err) {
 			missing = err
 		}
 	}
@@ -337,16 +348,12 @@ func (s *Server) prepare(ctx context.Context, r *reception, rcpts []string) (*Me
 	return m, nil
 }
 
-// store writes data and meta together: in one commit (one sync) when the
-// spools share storage (badgerspool.OpenPair), else concurrently, so a
-// lone sender waits for one sync, not two. A crash between two separate
-// commits leaves meta without data or data without meta; neither was
-// acknowledged, and recovery discards the former.
-func (s *Server) store(ctx context.Context, id spool.ID, data []byte, meta *storedMeta) error {
-	b, err := encodeMeta(meta)
-	if err != nil {
-		return fmt.Errorf("mta: encode meta %s: %w", id, err)
-	}
+// store writes data and the encoded meta b together: in one commit (one
+// sync) when the spools share storage (badgerspool.OpenPair), else
+// concurrently, so a lone sender waits for one sync, not two. A crash
+// between two separate commits leaves meta without data or data without
+// meta; neither was acknowledged, and recovery discards the former.
+func (s *Server) store(ctx context.Context, id spool.ID, data, b []byte) error {
 	return spool.StoreAll(ctx,
 		spool.Write{Spool: s.opts.DataSpool, ID: id, Data: data},
 		spool.Write{Spool: s.opts.MetaSpool, ID: id, Data: b})
@@ -364,7 +371,7 @@ func (s *Server) unstore(id spool.ID) {
 	}
 }
 
-func (s *Server) logReception(r *reception, m *Message, size int, queue string, meta *storedMeta, now time.Time) error {
+func (s *Server) logReception(r *reception, m *Message, size int, queue string, headers map[string]any, now time.Time) error {
 	rec := &logs.Record{
 		Type:                 logs.Reception,
 		ID:                   m.id.String(),
@@ -378,7 +385,7 @@ func (s *Server) logReception(r *reception, m *Message, size int, queue string, 
 		ReceptionProtocol:    ptr(r.protocol),
 		NodeID:               s.nodeID,
 		Meta:                 s.recordMeta(m.meta),
-		Headers:              meta.Headers,
+		Headers:              headers,
 	}
 	if r.session != nil {
 		rec.PeerAddress = &logs.PeerAddress{Name: r.session.EHLO, Addr: r.session.PeerAddr.Addr().String()}

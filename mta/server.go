@@ -333,38 +333,57 @@ func (s *Server) HoldDelivery() { s.sched.setHeld(true) }
 // Decoding, the bulk of the work, runs on every CPU while the spool is
 // read.
 func (s *Server) recover(ctx context.Context) error {
+	// Entries go to the decoders in batches: one channel operation and
+	// one scheduler lock per batch, not per message.
+	const batchSize = 256
 	type entry struct {
 		id spool.ID
 		b  []byte
 	}
 	start := time.Now()
-	entries := make(chan entry, 1024)
+	batches := make(chan []entry, 2*runtime.GOMAXPROCS(0))
 	var recovered atomic.Int64
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			for e := range entries {
-				m, err := decodeMeta(e.id, e.b)
-				if err != nil {
-					// Keep it in the spool for a human to look at; do not guess.
-					s.log.Error("unreadable meta in spool; message left in place", "id", e.id, "err", err)
-					continue
+			var out []*queuedMessage
+			var names queueNames
+			for batch := range batches {
+				out = out[:0]
+				for _, e := range batch {
+					m, err := queuedFromSpool(e.id, e.b, &names)
+					if err != nil {
+						// Keep it in the spool for a human to look at; do not guess.
+						s.log.Error("unreadable meta in spool; message left in place", "id", e.id, "err", err)
+						continue
+					}
+					out = append(out, m)
 				}
-				msg := &Message{id: e.id, sender: m.Sender, recipients: m.Recipients, meta: m.Meta}
-				if !m.Body.IsZero() {
-					s.bodies.add(m.Body, 1)
+				for _, m := range out {
+					if body := m.bodyID(); !body.IsZero() {
+						s.bodies.add(body, 1)
+					}
 				}
-				s.sched.add(&queuedMessage{id: e.id, queue: msg.QueueName(), meta: m})
-				recovered.Add(1)
+				s.sched.addRecovered(out)
+				recovered.Add(int64(len(out)))
 			}
 		})
 	}
+	batch := make([]entry, 0, batchSize)
 	err := s.opts.MetaSpool.Enumerate(ctx, func(id spool.ID, b []byte) error {
-		entries <- entry{id, b}
+		batch = append(batch, entry{id, b})
+		if len(batch) == batchSize {
+			batches <- batch
+			batch = make([]entry, 0, batchSize)
+		}
 		return nil
 	})
-	close(entries)
+	if len(batch) > 0 {
+		batches <- batch
+	}
+	close(batches)
 	wg.Wait()
+	s.sched.restoreOrder()
 	if err != nil {
 		return fmt.Errorf("mta: recover spool: %w", err)
 	}
