@@ -496,13 +496,15 @@ func (b *engine) write(ctx context.Context, op *writeOp) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	var errs []error
+	// The writes of a batch share their commits, so their errors are
+	// mostly one and the same: report the first.
+	var first error
 	for range n {
-		if err := <-op.done; err != nil {
-			errs = append(errs, err)
+		if err := <-op.done; err != nil && first == nil {
+			first = err
 		}
 	}
-	return errors.Join(errs...)
+	return first
 }
 
 func (op *writeOp) apply(txn *badger.Txn) error {
@@ -571,7 +573,9 @@ func (b *engine) commitLoop() {
 					add(op)
 				case <-linger.C:
 					break wait
-				case <-b.stop: // not before every queued op is done; for safety
+				case <-b.stop:
+					// Close stops the loop only once every queued op is
+					// answered, so this is for safety only.
 					break wait
 				}
 			}
