@@ -229,7 +229,9 @@ func TestQueueMaxMessageRate(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	span := at[len(at)-1].Sub(at[0])
-	if rate := float64(n-1) / span.Seconds(); rate > 22 || rate < 15 {
-		t.Errorf("%d messages over %v: %.1f/s, want about 20/s", n, span, rate)
+	// The limit must hold; a loaded machine may deliver slower, so the
+	// lower bound only shows the queue is paced rather than stalled.
+	if rate := float64(n-1) / span.Seconds(); rate > 22 || rate < 10 {
+		t.Errorf("%d messages over %v: %.1f/s, want at most about 20/s, and not stalled", n, span, rate)
 	}
 }
