@@ -24,9 +24,13 @@
 //     runs (it may set meta such as tenant, campaign, queue and
 //     routing_domain, or reject), then Options.Signer signs, then the
 //     supplemental X-KumoRef trace header is added.
-//  2. Spool. Data and meta are stored in parallel; the client gets its
+//  2. Spool. Data and meta are stored together (one commit on a
+//     badgerspool pair, in parallel otherwise); the client gets its
 //     "250 OK ids=..." only when both are durable. If either store fails,
-//     both are removed and the client gets 451 4.3.0. A Reception record
+//     both are removed and the client gets 451 4.3.0. The messages of one
+//     transaction share one stored copy of the received content, each
+//     keeping only the fields prepended for it (see body.go); the copy is
+//     removed with the last of them. A Reception record
 //     is logged; with a log sink that keeps Reception records durable
 //     (logs.LocalConfig.SyncReception), the 250 also waits for them (see
 //     Durable reception logging).
