@@ -84,7 +84,7 @@ func deliverySpan(sink *memSink) (time.Duration, int) {
 
 // A site's connection_limit and max_message_rate from shaping.toml hold
 // at the destination: concurrent connections never exceed the limit, and
-// messages arrive at the configured rate (±10%).
+// messages arrive at no more than the configured rate (+10%).
 func TestShapingLimitsHoldAtTheSink(t *testing.T) {
 	e := startE2E(t, time.Hour, time.Hour, smtpsink.Options{}, nil)
 	sh := shapingTOML(t, e, `

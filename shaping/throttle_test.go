@@ -66,8 +66,10 @@ func TestParseLimit(t *testing.T) {
 	}
 }
 
-// The local throttle holds a rate to burst + rate*time (±10%) and a
-// connection limit exactly.
+// The local throttle holds a rate to at most burst + rate*time (+10%)
+// and a connection limit exactly. Fewer may pass when a loaded machine
+// (the race detector, parallel packages) runs the callers late, so the
+// lower bound only shows the throttle lets traffic through.
 func TestLocalThrottle(t *testing.T) {
 	l := NewLocalThrottle()
 	ctx := context.Background()
@@ -90,8 +92,8 @@ func TestLocalThrottle(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got, want := float64(allowed.Load()), 10+200*d.Seconds(); got < want*0.9 || got > want*1.1 {
-		t.Errorf("allowed %v, want %v ±10%%", got, want)
+	if got, want := float64(allowed.Load()), 10+200*d.Seconds(); got < want*0.5 || got > want*1.1 {
+		t.Errorf("allowed %v, want at most %v (+10%%) and at least half", got, want)
 	}
 	if w := l.Allow(ctx, "r", spec, 11); w != spec.Period {
 		t.Errorf("n > burst: %v", w)
