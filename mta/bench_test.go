@@ -88,11 +88,36 @@ idle_timeout = "200ms"
 
 func benchEndToEnd(b *testing.B, shaper shaping.Shaper) {
 	const conns = 20
+	sink, addr := startRelayBench(b, shaper, listener.Config{Addr: "127.0.0.1:0"})
+	line := strings.Repeat("y", 76) + "\r\n"
+	bodies := make([][]byte, 10)
+	for i := range bodies {
+		bodies[i] = []byte("From: a@example.com\r\nTo: b@example.net\r\nSubject: bench\r\n\r\n" + strings.Repeat(line, (i+1)*1024/78))
+	}
+
+	b.ResetTimer()
+	start := time.Now()
+	sendLoad(b, addr, conns, bodies)
+	accepted := time.Since(start)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := sink.WaitCount(ctx, b.N); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/accepted.Seconds(), "accepted/s")
+}
+
+// startRelayBench starts a counting sink and a server that relays to it
+// from a durable badger spool pair with zstd logs, listening as lc says.
+// Both stop when b ends.
+func startRelayBench(b *testing.B, shaper shaping.Shaper, lc listener.Config) (*smtpsink.Sink, string) {
 	sink, err := smtpsink.Start(smtpsink.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sink.Close()
+	b.Cleanup(func() { sink.Close() })
 	dir := b.TempDir()
 	data, meta, err := badgerspool.OpenPair(dir+"/spool", badgerspool.Options{Logger: quietLogger()})
 	if err != nil {
@@ -114,34 +139,22 @@ func benchEndToEnd(b *testing.B, shaper shaping.Shaper) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Close()
-	addr, err := srv.ListenSMTP(listener.Config{Addr: "127.0.0.1:0"})
+	b.Cleanup(func() { srv.Close() })
+	addr, err := srv.ListenSMTP(lc)
 	if err != nil {
 		b.Fatal(err)
 	}
-	line := strings.Repeat("y", 76) + "\r\n"
-	bodies := make([][]byte, 10)
-	for i := range bodies {
-		bodies[i] = []byte("From: a@example.com\r\nTo: b@example.net\r\nSubject: bench\r\n\r\n" + strings.Repeat(line, (i+1)*1024/78))
-	}
-
-	b.ResetTimer()
-	start := time.Now()
-	sendLoad(b, addr.String(), conns, bodies)
-	accepted := time.Since(start)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := sink.WaitCount(ctx, b.N); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-	b.ReportMetric(float64(b.N)/accepted.Seconds(), "accepted/s")
+	return sink, addr.String()
 }
 
-// sendLoad sends b.N messages over conns concurrent SMTP connections,
-// cycling through bodies, and fails b on the first error.
+// sendLoad sends b.N one-recipient messages over conns concurrent SMTP
+// connections, cycling through bodies, and fails b on the first error.
 func sendLoad(b *testing.B, addr string, conns int, bodies [][]byte) {
+	sendLoadTo(b, addr, conns, 1, bodies)
+}
+
+// sendLoadTo is sendLoad with rcpts distinct recipients per message.
+func sendLoadTo(b *testing.B, addr string, conns, rcpts int, bodies [][]byte) {
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
 	for c := 0; c < conns; c++ {
@@ -160,9 +173,12 @@ func sendLoad(b *testing.B, addr string, conns int, bodies [][]byte) {
 				errs <- err
 				return
 			}
+			to := make([]string, rcpts)
 			for i := 0; i < n; i++ {
-				rcpt := fmt.Sprintf("r%d@example.net", i)
-				if err := cl.SendMail("a@example.com", []string{rcpt}, bytes.NewReader(bodies[(c+i)%len(bodies)])); err != nil {
+				for r := range to {
+					to[r] = fmt.Sprintf("c%d-m%d-r%d@example.net", c, i, r)
+				}
+				if err := cl.SendMail("a@example.com", to, bytes.NewReader(bodies[(c+i)%len(bodies)])); err != nil {
 					errs <- err
 					return
 				}
