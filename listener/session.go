@@ -287,7 +287,11 @@ func (s *session) Reset() {
 	s.sender, s.senderDomain, s.rcpts = "", nil, nil
 	s.smtputf8, s.eightBit = false, false
 	s.inTxn = false
-	closeNow := s.closeNext
+	// A transaction that ends while the listener drains closes the
+	// session, whether or not Shutdown has reached this session yet
+	// (closeNext); otherwise it could end just before that and the
+	// session would get a 421 instead of a close after its reply.
+	closeNow := s.closeNext || s.l.draining.Load()
 	s.mu.Unlock()
 	if closeNow {
 		// Close the socket, not the smtpd.Conn: go-smtp holds the Conn's
